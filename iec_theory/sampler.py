@@ -150,7 +150,8 @@ def sample(
     per-step records. `noise` overrides `generator` (e.g. keyed noise for paired runs).
     """
     require_finite_tensor(x_T, "x_T")
-    require(x_T.ndim >= 1 and x_T.shape[0] >= 1, f"x_T must have a leading batch dimension, got shape {tuple(x_T.shape)}")
+    require(x_T.ndim >= 1 and x_T.shape[0] >= 1,
+            f"x_T must have a leading batch dimension, got shape {tuple(x_T.shape)}")
     eta = require_finite_number(eta, "eta")
     require(eta >= 0.0, f"eta must be >= 0, got {eta}")
     if clip_x0 is not None:

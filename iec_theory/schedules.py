@@ -27,7 +27,8 @@ class Schedule:
 
     def __post_init__(self) -> None:
         betas = np.asarray(self.betas, dtype=np.float64)
-        require(betas.ndim == 1 and betas.size >= 2, f"betas must be a 1-D array of length >= 2, got shape {betas.shape}")
+        require(betas.ndim == 1 and betas.size >= 2,
+                f"betas must be a 1-D array of length >= 2, got shape {betas.shape}")
         require(bool(np.all(np.isfinite(betas))), "betas must be finite")
         require(bool(np.all((betas > 0) & (betas < 1))), "betas must lie in the open interval (0, 1)")
         betas.setflags(write=False)
