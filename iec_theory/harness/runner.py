@@ -1,0 +1,160 @@
+"""`run_spec`: run every method of a validated spec and write a results folder.
+
+Folder contents:
+- `arrays.npz`: per method (prefix "<label>/"): error curves (propagated / deployment / total, x and xbar),
+  local errors eta, amplification estimates, timesteps; exact-law means and variances (diagonal of
+  the covariance) when computed;
+- `summary.json`: one row per method (NFE, final errors, growth label and rho, W2 / KL of the exact
+  output law to the data law, and of the same method on the exact model);
+- `table.md`: the same rows as a markdown table (NFE column first);
+- `metadata.json` (written last: its presence marks the run finished): provenance (versions, seed,
+  git commit, machine), the spec and its hash, timings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..baselines import iec_nfe
+from ..errors import ConfigError
+from ..exact_law import exact_output_law, law_distances
+from ..measure import measure
+from ..provenance import provenance
+from .spec import MethodSpec, Spec, load_spec, validate_spec
+
+TABLE_COLUMNS = ("method", "NFE", "propagated_xbar", "deployment_xbar", "total_xbar", "growth", "rho", "W2", "KL",
+                 "W2_exact_model")
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (np.floating, float)):
+        f = float(v)
+        return f if math.isfinite(f) else str(f)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, np.ndarray):
+        return _jsonable(v.tolist())
+    return v
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.3g}" if (abs(v) >= 1e-3 or v == 0) else f"{v:.2e}"
+    return str(v)
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = TABLE_COLUMNS) -> str:
+    head = "| " + " | ".join(columns) + " |"
+    sep = "| " + " | ".join("---" for _ in columns) + " |"
+    body = ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+def _method_T(spec: Spec, m: MethodSpec) -> tuple[int, str]:
+    """(number of steps, exact-law scheme) for a method."""
+    if m.name == "ddim_matched":
+        ts = spec.schedule.timesteps(spec.T, spec.spacing)
+        return (m.nfe_target or iec_nfe(spec.T, m.iec, ts)), "ddim"
+    if m.name == "heun":
+        return spec.T, "heun"
+    if m.name == "repeat":
+        return spec.T, "repeat"
+    return spec.T, "ddim"
+
+
+def _exact_law_row(spec: Spec, m: MethodSpec) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    steps, scheme = _method_T(spec, m)
+    iec = m.iec if m.name in ("iec", "repeat") else None
+    out: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        law = exact_output_law(spec.efficient(m), spec.schedule, steps, spec.eta, iec, spacing=spec.spacing,
+                               scheme=scheme)
+    except ConfigError as exc:
+        return {"exact_law": f"not affine: {exc}"}, {}
+    dist = law_distances(law, spec.toy)
+    ref = exact_output_law(spec.toy, spec.schedule, steps, spec.eta, iec, spacing=spec.spacing, scheme=scheme)
+    dist_ref = law_distances(ref, spec.toy)
+    out.update({"W2": dist["w2"], "KL": dist["kl"], "KL_reverse": dist["kl_reverse"], "mean_err": dist["mean_err"],
+                "W2_exact_model": dist_ref["w2"], "KL_exact_model": dist_ref["kl"], "exact_law_nfe": law.nfe,
+                "exact_law_path": law.path, "tol_ignored": law.tol_ignored})
+    arrays["law_mean"] = law.mean.numpy()
+    arrays["law_var"] = (law.var if law.var is not None else torch.diagonal(law.cov)).numpy()
+    return out, arrays
+
+
+def run_spec(spec: Spec | dict | str | Path, out_dir: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Run a spec (a Spec, a raw dict or a TOML path); write the results folder; return the summary."""
+    if isinstance(spec, (str, Path)):
+        spec = load_spec(spec)
+    elif isinstance(spec, dict):
+        spec = validate_spec(spec)
+    out = Path(out_dir) if out_dir is not None else Path("results") / f"{spec.name}-{spec.hash[:8]}"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    t_start = time.perf_counter()
+    g = torch.Generator().manual_seed(spec.seed)
+    x_T = torch.randn(spec.batch, spec.toy.dim, generator=g, dtype=torch.float64)
+    rows: list[dict[str, Any]] = []
+    arrays: dict[str, np.ndarray] = {"x_T": x_T.numpy()}
+    timings: dict[str, float] = {}
+    for m in spec.methods:
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"method": m.label, "kind": m.name,
+                               "perturbation": m.perturbation if m.perturbation is not None
+                               else spec.raw.get("perturbation"),
+                               "iec": None if m.iec is None else {"name": m.iec.name, "K": m.iec.K,
+                                                                   "lambdas": list(m.iec.lambdas), "tol": m.iec.tol,
+                                                                   "noise": m.iec.noise}}
+        steps, _ = _method_T(spec, m)
+        if spec.metrics["monte_carlo"]:
+            meas = measure(spec.toy, spec.efficient(m), spec.schedule, x_T, spec.T, spec.eta, m.iec, method=m.name,
+                           nfe_target=steps if m.name == "ddim_matched" else None, seed=spec.seed,
+                           spacing=spec.spacing, total=spec.metrics["total"])
+            sm = meas.summary()
+            row.update({"NFE": sm["nfe"], "propagated_xbar": sm["propagated_xbar"],
+                        "deployment_xbar": sm["deployment_xbar"], "total_xbar": sm.get("total_xbar"),
+                        "propagated_x": sm["propagated_x"], "deployment_x": sm["deployment_x"],
+                        "total_x": sm.get("total_x"), "eta_mean": sm["eta_mean"], "early_stops": sm["early_stops"],
+                        "growth": sm.get("growth_label"), "rho": sm.get("growth_rho"),
+                        "kappa": sm.get("growth_kappa"), "growth_series": sm.get("growth_series"),
+                        "amp_plain_max": sm.get("amp_plain_max"), "amp_scheme_max": sm.get("amp_scheme_max"),
+                        "amp_plain_eff_max": sm.get("amp_plain_eff_max"),
+                        "amp_scheme_eff_max": sm.get("amp_scheme_eff_max"), "eta_ref_mean": sm.get("eta_ref_mean"),
+                        "steps": sm["T"]})
+            for k, v in meas.arrays().items():
+                arrays[f"{m.label}/{k}"] = np.asarray(v)
+        if spec.metrics["exact_law"]:
+            law_row, law_arrays = _exact_law_row(spec, m)
+            row.update(law_row)
+            row.setdefault("NFE", law_row.get("exact_law_nfe"))
+            for k, v in law_arrays.items():
+                arrays[f"{m.label}/{k}"] = v
+        timings[m.label] = time.perf_counter() - t0
+        rows.append(row)
+    np.savez_compressed(out / "arrays.npz", **arrays)
+    (out / "summary.json").write_text(json.dumps(_jsonable({"name": spec.name, "rows": rows}), indent=2))
+    table = markdown_table(rows)
+    (out / "table.md").write_text(f"# {spec.name}\n\n{spec.raw.get('description', '')}\n\n{table}\n")
+    meta = provenance(seed=spec.seed, spec_hash=spec.hash, spec_path=spec.path, spec=spec.raw,
+                      timings_s=timings, wall_s=time.perf_counter() - t_start)
+    (out / "metadata.json").write_text(json.dumps(_jsonable(meta), indent=2, default=str))
+    if not quiet:
+        print(f"{spec.name}: results in {out}")
+        print(table)
+    return {"name": spec.name, "out": str(out), "rows": rows}
