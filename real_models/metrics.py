@@ -1,0 +1,346 @@
+"""Image-quality metrics, honestly labelled.
+
+- ``frechet_distance`` / ``feature_stats``: the Frechet distance between two Gaussians fitted to
+  feature sets (float64; eigen-based matrix square root, or ``scipy.linalg.sqrtm``).
+- ``kid``: kernel inception distance *formula* (unbiased MMD^2 with the cubic polynomial kernel
+  ``k(x, y) = (x.y / d + 1)^3``), mean and std over random subsets.
+- ``psnr`` / ``ssim``: full-reference metrics between two image batches in [-1, 1] (e.g. an efficient
+  model's samples versus full-precision samples from the same noise), per image and mean.
+- ``ClassifierFeatures`` / ``fd_kid_vs_cifar_test``: FD and KID in the feature space of the project's
+  own CIFAR-10 classifier ("cifarnet", ``real_models/classifier.py``) against committed CIFAR-10
+  test-set statistics. These are reported as **FD_cifarnet** and **KID_cifarnet**. They are *not*
+  Inception FID / KID and are not comparable to numbers in papers.
+- ``inception_fid``: standard Inception FID needs the standard FID Inception weights supplied by the
+  user; this project does not implement that network (see its docstring) and never approximates it.
+
+Bad inputs (shape mismatches, NaN/Inf, too few samples) raise ``iec_theory.errors.ConfigError``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from iec_theory.errors import ConfigError
+from real_models.classifier import (
+    DEFAULT_WEIGHTS_DIR,
+    check_images,
+    extract_features,
+    load_classifier,
+    load_safetensors,
+)
+
+__all__ = ["frechet_distance", "feature_stats", "kid", "psnr", "ssim", "ClassifierFeatures", "load_test_stats",
+           "fd_kid_vs_cifar_test", "inception_fid", "InceptionFIDUnavailable", "FID_INCEPTION_WEIGHTS"]
+
+
+# ----- helpers ------------------------------------------------------------------------------------------
+def _as_f64(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().double().numpy()
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} must be numeric array-like, got {type(x).__name__}") from exc
+    if not np.isfinite(arr).all():
+        raise ConfigError(f"{name} contains non-finite values ({int(np.isnan(arr).sum())} NaN, "
+                          f"{int(np.isinf(arr).sum())} Inf)")
+    return arr
+
+
+def _features_2d(x: Any, name: str, min_rows: int = 1) -> np.ndarray:
+    arr = _as_f64(x, name)
+    if arr.ndim != 2:
+        raise ConfigError(f"{name} must be a 2-d array [n, D] of features, got shape {list(arr.shape)}")
+    if arr.shape[0] < min_rows or arr.shape[1] < 1:
+        raise ConfigError(f"{name} needs at least {min_rows} rows and 1 column, got shape {list(arr.shape)}")
+    return arr
+
+
+# ----- Frechet distance -----------------------------------------------------------------------------------
+def feature_stats(features: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Mean [D] and unbiased covariance [D, D] (float64) of features [n, D] (n >= 2)."""
+    f = _features_2d(features, "features", min_rows=2)
+    mu = f.mean(axis=0)
+    cov = np.atleast_2d(np.cov(f, rowvar=False))
+    return mu, cov
+
+
+def _sym_psd_sqrt(c: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((c + c.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def frechet_distance(mu1: Any, cov1: Any, mu2: Any, cov2: Any, method: str = "eigh") -> float:
+    """Frechet (2-Wasserstein) distance between N(mu1, cov1) and N(mu2, cov2), in float64.
+
+    ``|mu1 - mu2|^2 + tr(cov1) + tr(cov2) - 2 tr((cov1 cov2)^(1/2))``.
+
+    ``method="eigh"`` (default) computes ``tr((cov1 cov2)^(1/2))`` as the sum of square roots of the
+    eigenvalues of the symmetric PSD matrix ``S cov2 S`` with ``S = cov1^(1/2)`` (both from ``eigh``,
+    tiny negative eigenvalues from round-off clipped to 0): no complex arithmetic, stable for singular
+    covariances. ``method="sqrtm"`` uses ``scipy.linalg.sqrtm(cov1 @ cov2)``; imaginary parts from
+    round-off are dropped when small (relative 1e-3 of the largest magnitude), else a ConfigError is
+    raised. A tiny negative result from round-off is clipped to 0.
+    """
+    m1, m2 = np.atleast_1d(_as_f64(mu1, "mu1")), np.atleast_1d(_as_f64(mu2, "mu2"))
+    c1, c2 = np.atleast_2d(_as_f64(cov1, "cov1")), np.atleast_2d(_as_f64(cov2, "cov2"))
+    if m1.ndim != 1 or m1.shape != m2.shape:
+        raise ConfigError(f"mu1 and mu2 must be vectors of one length, got {list(m1.shape)} and {list(m2.shape)}")
+    d = m1.shape[0]
+    for name, c in (("cov1", c1), ("cov2", c2)):
+        if c.shape != (d, d):
+            raise ConfigError(f"{name} must have shape [{d}, {d}] to match the means, got {list(c.shape)}")
+        if not np.allclose(c, c.T, rtol=1e-6, atol=1e-9 * max(1.0, float(np.abs(c).max()))):
+            raise ConfigError(f"{name} is not symmetric")
+    if method == "eigh":
+        s1 = _sym_psd_sqrt(c1)
+        inner = s1 @ c2 @ s1
+        w = np.linalg.eigvalsh((inner + inner.T) / 2)
+        tr_covmean = float(np.sqrt(np.clip(w, 0.0, None)).sum())
+    elif method == "sqrtm":
+        from scipy.linalg import sqrtm
+
+        covmean = sqrtm(c1 @ c2)
+        if not np.isfinite(covmean).all():  # singular product: regularise as is customary
+            eps = 1e-6 * np.eye(d)
+            covmean = sqrtm((c1 + eps) @ (c2 + eps))
+        if np.iscomplexobj(covmean):
+            scale = max(1.0, float(np.abs(covmean).max()))
+            if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3 * scale):
+                raise ConfigError(f"sqrtm(cov1 @ cov2) has a large imaginary part "
+                                  f"({float(np.abs(covmean.imag).max()):.3g}); covariances not PSD?")
+            covmean = covmean.real
+        tr_covmean = float(np.trace(covmean))
+    else:
+        raise ConfigError(f"method must be 'eigh' or 'sqrtm', got {method!r}")
+    diff = m1 - m2
+    fd = float(diff @ diff + np.trace(c1) + np.trace(c2) - 2.0 * tr_covmean)
+    return max(fd, 0.0)
+
+
+# ----- KID ------------------------------------------------------------------------------------------------
+def _poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (x @ y.T / x.shape[1] + 1.0) ** 3
+
+
+def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    m, n = x.shape[0], y.shape[0]
+    kxx, kyy, kxy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
+    sxx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+    syy = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+    return float(sxx + syy - 2.0 * kxy.mean())
+
+
+def kid(feats_a: Any, feats_b: Any, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Unbiased MMD^2 with kernel ``(x.y / d + 1)^3``, averaged over random subsets.
+
+    Each of ``subsets`` rounds draws ``subset_size`` rows of each set without replacement (numpy
+    ``default_rng(seed)``) and computes the unbiased estimate
+    ``sum_{i!=j} k(a_i,a_j)/(m(m-1)) + sum_{i!=j} k(b_i,b_j)/(m(m-1)) - 2 mean_{i,j} k(a_i,b_j)``.
+    Returns ``{"mean", "std", "subsets", "subset_size"}`` (std over subsets, ddof 0). When a subset
+    uses every row of both sets, all rounds agree and std is 0.
+    """
+    a = _features_2d(feats_a, "feats_a", min_rows=2)
+    b = _features_2d(feats_b, "feats_b", min_rows=2)
+    if a.shape[1] != b.shape[1]:
+        raise ConfigError(f"feats_a and feats_b must have the same feature dim, got {a.shape[1]} and {b.shape[1]}")
+    subsets, subset_size = int(subsets), int(subset_size)
+    if subsets < 1:
+        raise ConfigError(f"subsets must be >= 1, got {subsets}")
+    if subset_size < 2 or subset_size > min(a.shape[0], b.shape[0]):
+        raise ConfigError(f"subset_size must be in [2, min(n_a, n_b) = {min(a.shape[0], b.shape[0])}], "
+                          f"got {subset_size}")
+    rng = np.random.default_rng(seed)
+    vals = np.empty(subsets)
+    for i in range(subsets):
+        ia = rng.choice(a.shape[0], subset_size, replace=False)
+        ib = rng.choice(b.shape[0], subset_size, replace=False)
+        vals[i] = _mmd2_unbiased(a[ia], b[ib])
+    return {"mean": float(vals.mean()), "std": float(vals.std()), "subsets": subsets, "subset_size": subset_size}
+
+
+# ----- PSNR / SSIM ----------------------------------------------------------------------------------------
+def _image_pair(a: Any, b: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    ta = torch.from_numpy(_as_f64(a, "a")) if not isinstance(a, torch.Tensor) else a.detach().cpu().double()
+    tb = torch.from_numpy(_as_f64(b, "b")) if not isinstance(b, torch.Tensor) else b.detach().cpu().double()
+    for name, t in (("a", ta), ("b", tb)):
+        if t.ndim != 4:
+            raise ConfigError(f"{name} must be an image batch [B, C, H, W], got shape {list(t.shape)}")
+        if not bool(torch.isfinite(t).all()):
+            raise ConfigError(f"{name} contains NaN or Inf")
+    if ta.shape != tb.shape:
+        raise ConfigError(f"a and b must have the same shape, got {list(ta.shape)} and {list(tb.shape)}")
+    if ta.shape[0] == 0:
+        raise ConfigError("empty image batch")
+    return ta, tb
+
+
+def psnr(a: Any, b: Any, data_range: float = 2.0) -> dict[str, Any]:
+    """Peak signal-to-noise ratio ``10 log10(data_range^2 / MSE)`` per image of batches [B, C, H, W].
+
+    For images in [-1, 1] the range is 2. Returns ``{"per_image": float64 ndarray [B], "mean": float}``;
+    identical images give ``inf``.
+    """
+    ta, tb = _image_pair(a, b)
+    if not (data_range > 0 and math.isfinite(data_range)):
+        raise ConfigError(f"data_range must be a positive finite number, got {data_range!r}")
+    mse = ((ta - tb) ** 2).flatten(1).mean(1).numpy()
+    with np.errstate(divide="ignore"):
+        per = 10.0 * np.log10(data_range ** 2 / mse)
+    return {"per_image": per, "mean": float(per.mean())}
+
+
+def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+def ssim(a: Any, b: Any, data_range: float = 2.0, low: float = -1.0, win_size: int = 11, sigma: float = 1.5,
+         k1: float = 0.01, k2: float = 0.03) -> dict[str, Any]:
+    """Structural similarity (Wang et al. 2004) per image of batches [B, C, H, W].
+
+    Gaussian window ``win_size`` = 11, ``sigma`` = 1.5, constants ``C1 = (k1 L)^2``, ``C2 = (k2 L)^2``
+    with ``L = data_range``; local statistics are Gaussian-weighted (biased) moments over the *valid*
+    window positions; the SSIM map is computed per channel and averaged over positions and channels.
+    Images are first shifted by ``-low`` so that they lie in ``[0, data_range]`` (default: [-1, 1] to
+    [0, 2]); this makes the result equal to standard SSIM of the same images in [0, 1] with range 1 or
+    in uint8 with range 255 (the luminance term is not shift-invariant, so the shift matters).
+    Returns ``{"per_image": float64 ndarray [B], "mean": float}``.
+    """
+    ta, tb = _image_pair(a, b)
+    if not (data_range > 0 and math.isfinite(data_range)):
+        raise ConfigError(f"data_range must be a positive finite number, got {data_range!r}")
+    if win_size < 1 or win_size % 2 == 0:
+        raise ConfigError(f"win_size must be a positive odd integer, got {win_size}")
+    _, c, h, w = ta.shape
+    if h < win_size or w < win_size:
+        raise ConfigError(f"images of size {h}x{w} are smaller than the {win_size}x{win_size} SSIM window")
+    ta, tb = ta - low, tb - low
+    g = _gaussian_window(win_size, sigma)
+    wx = g.view(1, 1, 1, win_size).repeat(c, 1, 1, 1)
+    wy = g.view(1, 1, win_size, 1).repeat(c, 1, 1, 1)
+
+    def filt(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(torch.nn.functional.conv2d(x, wx, groups=c), wy, groups=c)
+
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    mu_a, mu_b = filt(ta), filt(tb)
+    s_aa = filt(ta * ta) - mu_a ** 2
+    s_bb = filt(tb * tb) - mu_b ** 2
+    s_ab = filt(ta * tb) - mu_a * mu_b
+    smap = ((2 * mu_a * mu_b + c1) * (2 * s_ab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (s_aa + s_bb + c2))
+    per = smap.flatten(1).mean(1).numpy()
+    return {"per_image": per, "mean": float(per.mean())}
+
+
+# ----- FD / KID in the project classifier's feature space --------------------------------------------------
+class ClassifierFeatures:
+    """Maps images in [-1, 1] [B, 3, 32, 32] to the committed CIFAR-10 classifier's features [B, D] (float64).
+
+    The features are the global-average-pooled activations feeding the classifier's final linear layer
+    (``real_models.classifier.CifarNet.features``), computed in eval mode.
+    """
+
+    def __init__(self, weights_dir: str | Path | None = None, device: str | torch.device = "cpu",
+                 batch_size: int = 500) -> None:
+        self.weights_dir = Path(weights_dir) if weights_dir is not None else DEFAULT_WEIGHTS_DIR
+        self.model = load_classifier(self.weights_dir, device=device)
+        self.batch_size = int(batch_size)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.model.feature_dim
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return extract_features(self.model, images, batch_size=self.batch_size)
+
+
+def load_test_stats(weights_dir: str | Path | None = None) -> dict[str, np.ndarray]:
+    """The committed CIFAR-10 test-set feature statistics: ``mean`` [D], ``cov`` [D, D], ``kid_features`` [n, D]."""
+    d = Path(weights_dir) if weights_dir is not None else DEFAULT_WEIGHTS_DIR
+    raw = load_safetensors(d / "test_stats.safetensors")
+    missing = {"mean", "cov", "kid_features"} - set(raw)
+    if missing:
+        raise ConfigError(f"{d / 'test_stats.safetensors'} lacks {sorted(missing)}")
+    out = {k: v.double().numpy() for k, v in raw.items()}
+    dim = out["mean"].shape[0]
+    if out["cov"].shape != (dim, dim) or out["kid_features"].ndim != 2 or out["kid_features"].shape[1] != dim:
+        raise ConfigError(f"{d / 'test_stats.safetensors'}: inconsistent shapes mean {out['mean'].shape}, "
+                          f"cov {out['cov'].shape}, kid_features {out['kid_features'].shape}")
+    return out
+
+
+def fd_kid_vs_cifar_test(images: torch.Tensor, weights_dir: str | Path | None = None,
+                         extractor: ClassifierFeatures | None = None, kid_subsets: int = 100,
+                         kid_subset_size: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """FD_cifarnet and KID_cifarnet of images in [-1, 1] [B, 3, 32, 32] against the CIFAR-10 test set.
+
+    Both are measured in the feature space of the project's own CIFAR-10 classifier (cifarnet), against
+    the committed statistics of the 10,000 test images (JPEG re-encoding of CIFAR-10): FD uses the
+    committed test mean/covariance, KID the committed fixed subset of test features (subset size
+    ``min(kid_subset_size, B, n_ref)``). **These are not Inception FID/KID** and are not comparable
+    with published FID numbers; compare them only with each other. FD is biased upwards for small B
+    (use the same B when comparing models). Returns ``{"FD_cifarnet", "KID_cifarnet", "KID_cifarnet_std",
+    "n_images", "feature_dim", "kid_subsets", "kid_subset_size", "reference"}``.
+    """
+    images = check_images(images)
+    if images.shape[0] < 2:
+        raise ConfigError(f"need at least 2 images for FD/KID, got {images.shape[0]}")
+    ext = extractor if extractor is not None else ClassifierFeatures(weights_dir)
+    ref = load_test_stats(ext.weights_dir if extractor is not None and weights_dir is None else weights_dir)
+    feats = ext(images).numpy()
+    if feats.shape[1] != ref["mean"].shape[0]:
+        raise ConfigError(f"classifier feature dim {feats.shape[1]} != reference statistics dim {ref['mean'].shape[0]}")
+    mu, cov = feature_stats(feats)
+    fd = frechet_distance(mu, cov, ref["mean"], ref["cov"])
+    size = min(int(kid_subset_size), feats.shape[0], ref["kid_features"].shape[0])
+    k = kid(feats, ref["kid_features"], subsets=kid_subsets, subset_size=size, seed=seed)
+    return {"FD_cifarnet": fd, "KID_cifarnet": k["mean"], "KID_cifarnet_std": k["std"], "n_images": int(feats.shape[0]),
+            "feature_dim": int(feats.shape[1]), "kid_subsets": k["subsets"], "kid_subset_size": k["subset_size"],
+            "reference": "CIFAR-10 test set (10,000 JPEG-re-encoded images), features of the project's cifarnet "
+                         "classifier; not Inception FID/KID"}
+
+
+# ----- standard Inception FID ------------------------------------------------------------------------------
+FID_INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
+
+
+class InceptionFIDUnavailable(ConfigError, NotImplementedError):
+    """Standard Inception FID cannot be computed here; the message says exactly what is missing."""
+
+
+def inception_fid(images: torch.Tensor, weights_path: str | Path | None = None) -> float:
+    """Standard (Inception-v3 pool3, 2048-d) FID. **Not implemented in this project; never approximated.**
+
+    Standard FID (Heusel et al. 2017, as computed by TTUR / pytorch-fid) needs the FID Inception network
+    with the TensorFlow 2015-12-05 Inception weights; in PyTorch that is the file
+    ``pt_inception-2015-12-05-6726825d.pth`` (the pytorch-fid port), plus reference statistics of the
+    CIFAR-10 training set computed with that network. This project cannot download weights, ships
+    neither, and does not implement the FID-Inception architecture (it would have to match the port
+    layer for layer, which cannot be verified here without the weights). So this function always raises
+    ``InceptionFIDUnavailable`` (a ``ConfigError`` and a ``NotImplementedError``):
+
+    - without ``weights_path`` or with a path that does not exist: naming the file that is needed;
+    - with an existing file: saying that the network itself is not implemented here.
+
+    To get standard FID, save the samples as PNGs (``real_models.data.to_uint8_images``) and run the
+    pytorch-fid package with that weights file; report the result as FID, and the project's own metric
+    as FD_cifarnet (``fd_kid_vs_cifar_test``).
+    """
+    if weights_path is None or not Path(weights_path).is_file():
+        where = "no weights_path given" if weights_path is None else f"{str(weights_path)!r} does not exist"
+        raise InceptionFIDUnavailable(
+            f"standard Inception FID needs the FID Inception weights file {FID_INCEPTION_WEIGHTS} "
+            f"(pytorch-fid's port of the TensorFlow 2015-12-05 Inception graph) and reference CIFAR-10 "
+            f"statistics computed with it; {where}. This project cannot download it. Use FD_cifarnet "
+            f"(real_models.metrics.fd_kid_vs_cifar_test) for the project's own metric, clearly labelled.")
+    raise InceptionFIDUnavailable(
+        f"found {str(weights_path)!r}, but this project does not implement the FID Inception-v3 network "
+        f"that those weights belong to (it is not approximated). Save the images as PNGs and run pytorch-fid "
+        f"with that weights file to obtain standard FID.")
