@@ -1,0 +1,70 @@
+"""`iec verify`: check every theorem (T1, T1m, T2, T3, T4, T5, T6) on the default toy suite.
+
+Prints a table (theorem, instances checked, holds, violated, worst margin, median tightness), writes the
+same as JSON (--json PATH, with provenance and per-instance results) and exits 1 if a proven theorem is
+violated on any instance.  Margins are relative: (bound - measured)/bound for upper bounds,
+(measured - bound)/measured for lower bounds, (allowance - deviation)/allowance for the identities T2/T3
+(negative = violated beyond the rounding allowance).  Tightness = measured/bound per step (T6: bound/measured;
+T2/T3: ||measured||/||predicted||, 1 when exact).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+from ..provenance import provenance
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..theorems.suite import DEFAULT_INSTANCES
+
+    parser.add_argument("--json", type=Path, default=None, help="write the table and per-instance results here")
+    parser.add_argument("--instances", type=int, default=DEFAULT_INSTANCES,
+                        help=f"number of suite instances (default {DEFAULT_INSTANCES}; each theorem needs >= 100 "
+                             "applicable ones, which the default gives)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the suite's random draws")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def _fmt(v: float) -> str:
+    return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import require
+    from ..theorems import THEOREMS
+    from ..theorems.suite import default_suite, run_suite
+
+    require(args.instances >= 1, f"--instances must be >= 1, got {args.instances}")
+    torch.set_num_threads(1)
+    suite = default_suite(args.instances, args.seed)
+
+    def progress(i: int, n: int) -> None:
+        if not args.quiet and sys.stderr.isatty():
+            print(f"\r  instance {i}/{n}", end="" if i < n else "\n", file=sys.stderr, flush=True)
+
+    out = run_suite(suite, THEOREMS, progress)
+    head = f"{'theorem':<8}{'instances':>10}{'holds':>7}{'violated':>9}{'not met':>8}{'worst margin':>14}" \
+           f"{'median tight.':>15}{'max tight.':>12}"
+    print(head)
+    print("-" * len(head))
+    for name, s in out["summary"].items():
+        print(f"{name:<8}{s['instances']:>10}{s['holds']:>7}{s['violated']:>9}{s['not_met']:>8}"
+              f"{_fmt(s['worst_margin']):>14}{_fmt(s['median_tightness']):>15}{_fmt(s['max_tightness']):>12}")
+    violated = [n for n, s in out["summary"].items() if s["violated"]]
+    print(f"{len(suite)} instances, {out['seconds']:.1f} s; "
+          + ("VIOLATED: " + ", ".join(violated) if violated else "every proven bound holds"))
+    if args.json is not None:
+        doc = {"provenance": provenance(seed=args.seed, command="iec verify", instances=len(suite)),
+               "theorems": {n: th.describe() for n, th in THEOREMS.items()},
+               "summary": out["summary"], "records": out["records"], "seconds": out["seconds"]}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=1, default=str))
+        print(f"wrote {args.json}")
+    return 1 if violated else 0
