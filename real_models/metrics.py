@@ -10,8 +10,9 @@
   own CIFAR-10 classifier ("cifarnet", ``real_models/classifier.py``) against committed CIFAR-10
   test-set statistics. These are reported as **FD_cifarnet** and **KID_cifarnet**. They are *not*
   Inception FID / KID and are not comparable to numbers in papers.
-- ``inception_fid``: standard Inception FID needs the standard FID Inception weights supplied by the
-  user; this project does not implement that network (see its docstring) and never approximates it.
+- ``inception_fid``: standard Inception FID (pool3 of the FID Inception-v3 in ``real_models/inception.py``)
+  only when the user supplies the pytorch-fid weights file and reference statistics; neither is shipped,
+  nothing is approximated, and agreement with pytorch-fid could not be checked here (no weights).
 
 Bad inputs (shape mismatches, NaN/Inf, too few samples) raise ``iec_theory.errors.ConfigError``.
 """
@@ -35,7 +36,8 @@ from real_models.classifier import (
 )
 
 __all__ = ["frechet_distance", "feature_stats", "kid", "psnr", "ssim", "ClassifierFeatures", "load_test_stats",
-           "fd_kid_vs_cifar_test", "inception_fid", "InceptionFIDUnavailable", "FID_INCEPTION_WEIGHTS"]
+           "fd_kid_vs_cifar_test", "inception_fid", "InceptionFIDUnavailable", "FID_INCEPTION_WEIGHTS",
+           "load_fid_reference_stats"]
 
 
 # ----- helpers ------------------------------------------------------------------------------------------
@@ -312,35 +314,108 @@ FID_INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
 
 
 class InceptionFIDUnavailable(ConfigError, NotImplementedError):
-    """Standard Inception FID cannot be computed here; the message says exactly what is missing."""
+    """Standard Inception FID cannot be computed: the weights file or the reference statistics are missing."""
 
 
-def inception_fid(images: torch.Tensor, weights_path: str | Path | None = None) -> float:
-    """Standard (Inception-v3 pool3, 2048-d) FID. **Not implemented in this project; never approximated.**
+def load_fid_reference_stats(reference_stats: Any) -> tuple[np.ndarray, np.ndarray, str]:
+    """Reference ``(mu [2048], sigma [2048, 2048], description)`` for standard FID.
 
-    Standard FID (Heusel et al. 2017, as computed by TTUR / pytorch-fid) needs the FID Inception network
-    with the TensorFlow 2015-12-05 Inception weights; in PyTorch that is the file
-    ``pt_inception-2015-12-05-6726825d.pth`` (the pytorch-fid port), plus reference statistics of the
-    CIFAR-10 training set computed with that network. This project cannot download weights, ships
-    neither, and does not implement the FID-Inception architecture (it would have to match the port
-    layer for layer, which cannot be verified here without the weights). So this function always raises
-    ``InceptionFIDUnavailable`` (a ``ConfigError`` and a ``NotImplementedError``):
-
-    - without ``weights_path`` or with a path that does not exist: naming the file that is needed;
-    - with an existing file: saying that the network itself is not implemented here.
-
-    To get standard FID, save the samples as PNGs (``real_models.data.to_uint8_images``) and run the
-    pytorch-fid package with that weights file; report the result as FID, and the project's own metric
-    as FD_cifarnet (``fd_kid_vs_cifar_test``).
+    ``reference_stats`` is a path to an ``.npz`` file with arrays ``mu`` and ``sigma`` (the format
+    pytorch-fid writes with ``--save-stats``), read with ``np.load(allow_pickle=False)``, or a dict with
+    those two keys. Shapes and finiteness are checked here (symmetry by ``frechet_distance``). None or an
+    absent file raises ``InceptionFIDUnavailable``: this project ships no Inception reference statistics.
     """
+    from real_models.inception import FID_FEATURE_DIM
+
+    if reference_stats is None or (isinstance(reference_stats, (str, Path)) and not Path(reference_stats).is_file()):
+        where = ("no reference_stats given" if reference_stats is None
+                 else f"{str(reference_stats)!r} does not exist")
+        raise InceptionFIDUnavailable(
+            f"standard Inception FID needs reference statistics (an .npz with 'mu' [2048] and 'sigma' "
+            f"[2048, 2048], as written by pytorch-fid --save-stats from the reference images, e.g. the "
+            f"CIFAR-10 training set) computed with the same FID Inception network; {where}. This project "
+            f"ships no Inception reference statistics.")
+    if isinstance(reference_stats, (str, Path)):
+        path = Path(reference_stats)
+        try:
+            loaded = np.load(path, allow_pickle=False)
+        except Exception as exc:  # not an .npy/.npz, corrupt, or pickled objects (refused)
+            raise ConfigError(f"cannot read reference statistics {path} with np.load(allow_pickle=False): "
+                              f"{exc}") from exc
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ConfigError(f"{path} is a single array, not an .npz with 'mu' and 'sigma'")
+        with loaded as f:
+            missing = {"mu", "sigma"} - set(f.files)
+            if missing:
+                raise ConfigError(f"{path} lacks {sorted(missing)} (has {sorted(f.files)})")
+            try:
+                mu, sigma = np.array(f["mu"]), np.array(f["sigma"])
+            except Exception as exc:  # object arrays are refused without pickle
+                raise ConfigError(f"cannot read 'mu'/'sigma' from {path}: {exc}") from exc
+        desc = str(path)
+    elif isinstance(reference_stats, dict):
+        missing = {"mu", "sigma"} - set(reference_stats)
+        if missing:
+            raise ConfigError(f"reference_stats lacks {sorted(missing)}")
+        mu, sigma, desc = reference_stats["mu"], reference_stats["sigma"], "in-memory statistics"
+    else:
+        raise ConfigError(f"reference_stats must be a path to an .npz or a dict with 'mu' and 'sigma', "
+                          f"got {type(reference_stats).__name__}")
+    mu = np.atleast_1d(_as_f64(mu, "reference mu"))
+    sigma = np.atleast_2d(_as_f64(sigma, "reference sigma"))
+    if mu.shape != (FID_FEATURE_DIM,) or sigma.shape != (FID_FEATURE_DIM, FID_FEATURE_DIM):
+        raise ConfigError(f"reference statistics must have mu [{FID_FEATURE_DIM}] and sigma "
+                          f"[{FID_FEATURE_DIM}, {FID_FEATURE_DIM}] (Inception pool3), got mu {list(mu.shape)} "
+                          f"and sigma {list(sigma.shape)}")
+    return mu, sigma, desc
+
+
+def inception_fid(images: torch.Tensor, weights_path: str | Path | None = None, reference_stats: Any = None,
+                  batch_size: int = 50, device: str | torch.device = "cpu", quantize: bool = True,
+                  method: str = "sqrtm") -> dict[str, Any]:
+    """Standard FID: Inception-v3 pool3 (2048-d) features of ``images`` versus user-supplied reference stats.
+
+    Needs two things the user supplies; this project ships neither and never approximates them:
+
+    - ``weights_path``: the pytorch-fid weights file ``pt_inception-2015-12-05-6726825d.pth`` (the PyTorch
+      port of the TensorFlow 2015-12-05 Inception graph used by TTUR), from pytorch-fid's GitHub
+      releases; loaded tensors-only and verified key by key (``real_models.inception.load_fid_inception``);
+    - ``reference_stats``: an ``.npz`` with ``mu`` [2048] and ``sigma`` [2048, 2048] computed with that
+      network (``pytorch-fid --save-stats``), or a dict with those keys.
+
+    ``images`` are float [B, 3, H, W] in [-1, 1] (B >= 2); preprocessing as in pytorch-fid on saved PNGs
+    (8-bit rounding unless ``quantize=False``, bilinear resize to 299x299, ``align_corners=False``, to
+    [-1, 1]); features in batches of ``batch_size``; ``mu``/unbiased covariance in float64; the distance
+    by ``frechet_distance(method=method)`` (default ``"sqrtm"``, scipy's matrix square root as in
+    pytorch-fid). The network is re-implemented here (``real_models/inception.py``); its numerical
+    agreement with pytorch-fid could not be checked on the development machines (no weights there).
+
+    Missing weights or statistics raise ``InceptionFIDUnavailable`` naming what is needed; a malformed
+    file raises ``ConfigError`` naming the problem. Returns ``{"FID", "n_images", "feature_dim",
+    "weights", "weights_sha256", "reference", "quantize", "method"}``.
+    """
+    from real_models.inception import (
+        FID_WEIGHTS_SOURCE,
+        fid_inception_features,
+        file_sha256,
+        load_fid_inception,
+    )
+
     if weights_path is None or not Path(weights_path).is_file():
         where = "no weights_path given" if weights_path is None else f"{str(weights_path)!r} does not exist"
         raise InceptionFIDUnavailable(
             f"standard Inception FID needs the FID Inception weights file {FID_INCEPTION_WEIGHTS} "
-            f"(pytorch-fid's port of the TensorFlow 2015-12-05 Inception graph) and reference CIFAR-10 "
-            f"statistics computed with it; {where}. This project cannot download it. Use FD_cifarnet "
-            f"(real_models.metrics.fd_kid_vs_cifar_test) for the project's own metric, clearly labelled.")
-    raise InceptionFIDUnavailable(
-        f"found {str(weights_path)!r}, but this project does not implement the FID Inception-v3 network "
-        f"that those weights belong to (it is not approximated). Save the images as PNGs and run pytorch-fid "
-        f"with that weights file to obtain standard FID.")
+            f"(pytorch-fid's port of the TensorFlow 2015-12-05 Inception graph); {where}. This project does "
+            f"not ship it and cannot download it; get it from {FID_WEIGHTS_SOURCE}. Without it use "
+            f"FD_cifarnet (real_models.metrics.fd_kid_vs_cifar_test), which is not FID.")
+    mu_ref, sigma_ref, ref_desc = load_fid_reference_stats(reference_stats)
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] < 2:
+        shape = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ConfigError(f"images must be a tensor [B, 3, H, W] in [-1, 1] with B >= 2, got {shape}")
+    model = load_fid_inception(weights_path, device=device)
+    feats = fid_inception_features(model, images, batch_size=batch_size, quantize=quantize).numpy()
+    mu, cov = feature_stats(feats)
+    fid = frechet_distance(mu, cov, mu_ref, sigma_ref, method=method)
+    return {"FID": fid, "n_images": int(feats.shape[0]), "feature_dim": int(feats.shape[1]),
+            "weights": str(weights_path), "weights_sha256": file_sha256(weights_path), "reference": ref_desc,
+            "quantize": bool(quantize), "method": method}

@@ -230,5 +230,5 @@ def test_inception_fid_names_missing_weights(tmp_path):
         inception_fid(images, tmp_path / "missing.pth")
     fake = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
     fake.write_bytes(b"x")
-    with pytest.raises(NotImplementedError, match="not implement"):
+    with pytest.raises(InceptionFIDUnavailable, match="ships no Inception reference statistics"):
         inception_fid(images, fake)
