@@ -1,0 +1,156 @@
+"""Real-model experiment runner (real_models.experiment): results layout on a tiny random UNet, exact zero
+propagated error of FP vs FP, positive errors for quantized models, and spec validation that names the field."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iec_theory.errors import ConfigError
+from real_models.experiment import is_real_spec, load_real_spec, run_real_spec, validate_real_spec
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_SPEC = {
+    "kind": "real", "name": "tiny", "seed": 0,
+    "sampler": {"T": 4, "batch": 4},
+    "quant": {"calibration": {"T": 4, "trajectories": 1, "batch_size": 2}, "options": {"mse_grid": 8}},
+    "configs": [{"quant": "none"}, {"quant": "W4A8", "iec": [False, True], "baselines": ["ddim_matched"]},
+                {"cache": 2, "iec": [True]}],
+    "jacobian": {"steps": [0, -1], "samples": 1, "n_iter": 1, "n_starts": 1},
+    "metrics": {"kid_subsets": 2},
+    "grid": {"n": 2, "rows": ["FP", "W4A8", "W4A8+IEC"]},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from real_models.unet import build_unet, small_config
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("tiny_unet")
+    cfg = small_config(block_out_channels=(8, 16), layers_per_block=1, attention_level=1, norm_num_groups=4)
+    build_unet(cfg).save_pretrained(str(d), safe_serialization=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tiny_model_dir, tmp_path_factory) -> Path:
+    spec = validate_real_spec(copy.deepcopy(TINY_SPEC))
+    return run_real_spec(spec, tmp_path_factory.mktemp("out"), model_dir=tiny_model_dir, quiet=True)
+
+
+def test_results_layout(tiny_results):
+    out = tiny_results
+    for f in ("results.json", "arrays.npz", "table.md", "grid.png"):
+        assert (out / f).is_file(), f
+    r = json.loads((out / "results.json").read_text())
+    labels = [row["label"] for row in r["rows"]]
+    assert labels == ["FP", "FP+IEC", "W4A8", "W4A8+IEC", "W4A8+DDIM8", "cache2+IEC"]
+    for key in ("spec_hash", "provenance", "quality_table", "growth", "jacobian", "theorem_checks", "settings",
+                "model", "quant_reports"):
+        assert key in r, key
+    assert r["provenance"]["seed"] == 0 and len(r["spec_hash"]) == 64
+    assert r["quality_table"]["columns"][0] == "row" and len(r["quality_table"]["rows"]) == len(labels)
+    rows = {row["label"]: row for row in r["rows"]}
+    assert rows["FP"]["NFE"] == 4 and rows["FP+IEC"]["NFE_nominal"] == 8 and rows["W4A8+DDIM8"]["NFE"] == 8
+    assert rows["cache2+IEC"]["iec"]["steps"] == [0, 2]
+    for row in r["rows"]:
+        q = row["quality"]
+        assert {"FD_cifarnet", "KID_cifarnet", "PSNR", "SSIM"} <= set(q)
+        assert row["growth_propagated"]["label"] in ("zero", "linear", "exponential", "inconclusive")
+        assert row["wall_s"] >= 0
+    assert [p["step"] for p in r["jacobian"]["per_step"]] == [0, 3]
+    assert all(np.isfinite(p["L"]["mean"]) and p["L"]["mean"] > 0 for p in r["jacobian"]["per_step"])
+    assert all(c["estimate"] for c in r["theorem_checks"]) and r["theorem_checks"]
+    a = np.load(out / "arrays.npz")
+    assert a["x_T"].shape == (4, 3, 32, 32)
+    assert a["W4A8/propagated_xbar"].shape == (5,) and a["W4A8+DDIM8/propagated_xbar"].shape == (9,)
+    assert a["jacobian/L"].shape == (2, 1)
+
+
+def test_fp_propagated_zero_and_quantized_positive(tiny_results):
+    a = np.load(tiny_results / "arrays.npz")
+    for lab in ("FP", "FP+IEC"):
+        assert np.all(a[f"{lab}/propagated_xbar"] == 0.0) and np.all(a[f"{lab}/eta"] == 0.0)
+    assert np.all(a["FP/deployment_xbar"] == 0.0)
+    assert a["FP+IEC/deployment_xbar"][-1] > 0          # IEC changes the FP samples
+    for lab in ("W4A8", "W4A8+IEC", "W4A8+DDIM8", "cache2+IEC"):
+        assert a[f"{lab}/propagated_xbar"][0] == 0.0     # same x_T
+        assert a[f"{lab}/propagated_xbar"][-1] > 0
+        assert np.all(a[f"{lab}/eta"] > 0) or lab.startswith("cache")
+    assert np.all(a["W4A8/eta"] > 0) and np.all(a["W4A8/eta_ref"] > 0)
+    assert a["cache2+IEC/eta"][0] == 0.0 and a["cache2+IEC/eta"][1] > 0   # refresh step exact, reuse not
+
+
+def _bad(mutate, field: str) -> None:
+    raw = copy.deepcopy(TINY_SPEC)
+    mutate(raw)
+    with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+        validate_real_spec(raw)
+
+
+def test_spec_validation_names_the_field():
+    _bad(lambda r: r.pop("kind"), "kind")
+    _bad(lambda r: r.update(kind="toy"), "kind")
+    _bad(lambda r: r.pop("name"), "name")
+    _bad(lambda r: r.update(colour=1), "colour")
+    _bad(lambda r: r["sampler"].update(T=1), "sampler.T")
+    _bad(lambda r: r["sampler"].update(batch="4"), "sampler.batch")
+    _bad(lambda r: r["sampler"].update(spacing="log"), "sampler.spacing")
+    _bad(lambda r: r["configs"][1].update(quant="W2A2"), "configs[1].quant")
+    _bad(lambda r: r["configs"][2].update(cache=-1), "configs[2].cache")
+    _bad(lambda r: r["configs"][0].update(speed=2), "configs[0].speed")
+    _bad(lambda r: r["configs"][1].update(baselines=["euler"]), "configs[1].baselines")
+    _bad(lambda r: r["configs"][1].update(iec="yes"), "configs[1].iec")
+    _bad(lambda r: r["configs"].append({"quant": "none"}), "configs")
+    _bad(lambda r: r["jacobian"].update(steps=[9]), "jacobian.steps")
+    _bad(lambda r: r["grid"].update(rows=["W8A8"]), "grid.rows")
+    _bad(lambda r: r.update(iec={"preset": "paper"}), "iec.preset")
+    _bad(lambda r: r["quant"].update(options={"w_method": "best"}), "quant.options")
+    _bad(lambda r: r["quant"]["calibration"].update(trajectories=0), "quant.calibration.trajectories")
+    _bad(lambda r: r["quant"].update(options={"per_timestep": True}), "quant.options.per_timestep")
+
+
+def test_committed_specs_validate():
+    for name in ("real_quick", "real_full"):
+        path = ROOT / "experiments" / f"{name}.toml"
+        assert is_real_spec(path)
+        spec = load_real_spec(path)
+        assert spec.name == name and spec.iec_preset == "official_ddpm"
+        labels = spec.row_labels()
+        for lab in ("FP", "FP+IEC", "W8A8", "W8A8+IEC", "W4A8", "W4A8+IEC", "cache5", "cache5+IEC", "cache5+W8A8",
+                    "cache5+W8A8+IEC"):
+            assert lab in labels, (name, lab)
+        assert any(lab.startswith("W4A8+DDIM") for lab in labels) and "W4A8+Heun" in labels
+    assert not is_real_spec(ROOT / "experiments" / "stiff.toml")
+
+
+def test_spectral_radius_and_differentiable_copy(tiny_model_dir):
+    from real_models.experiment import differentiable_eps, spectral_radius
+    from real_models.unet import load_unet
+
+    scale = torch.linspace(-2.0, 1.0, 3 * 4 * 4).reshape(3, 4, 4)      # J = diag(scale): radius 2
+
+    def lin(x, t):
+        return x * scale
+
+    est = spectral_radius(lin, torch.randn(2, 3, 4, 4), 10, n_iter=60, generator=torch.Generator().manual_seed(0))
+    assert np.allclose(est.value, 2.0, rtol=2e-2)
+
+    unet = load_unet(tiny_model_dir)
+    f = differentiable_eps(unet)
+    x, t = torch.randn(2, 3, 32, 32), torch.full((2,), 500)
+    with torch.no_grad():
+        assert torch.allclose(f(x, t), unet(x, t).sample, atol=1e-5)
+    v = torch.randn_like(x)
+    jv = torch.func.jvp(lambda y: f(y, t), (x,), (v,))[1]
+    with torch.no_grad():
+        fd = (f(x + 1e-2 * v, t) - f(x - 1e-2 * v, t)) / 2e-2
+    assert float((jv - fd).norm() / fd.norm()) < 1e-2
