@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from .ddim import apply_step, step_coefficients
-from .errors import ConfigError, require, require_finite_tensor
+from .ddim import StepCoefficients, apply_step
+from .errors import ConfigError, require
 from .iec import IECConfig
 from .sampler import NoiseSource, StepRecord, Trajectory, evaluate, resolve_timesteps, sample
 from .schedules import Schedule
@@ -53,34 +53,22 @@ def ddim_matched(model: Any, schedule: Schedule, x_T: torch.Tensor, nfe_target: 
     return sample(model, schedule, x_T, int(nfe_target), eta, None, noise=noise, spacing=spacing)
 
 
+def _heun_rule(model: Any, k: StepCoefficients, x: torch.Tensor, e1: torch.Tensor, z: torch.Tensor | None,
+               i: int, rec: StepRecord, noise: NoiseSource) -> torch.Tensor:
+    """Heun step from e1 = eps(x_t, t): Euler predictor, trapezoidal corrector (Euler on the last step)."""
+    x_e = apply_step(k, x, e1, None)
+    if k.s < 0:
+        return x_e
+    e2 = evaluate(model, x_e, k.s)
+    rec.nfe += 1
+    return apply_step(k, x, 0.5 * (e1 + e2), None)
+
+
 def heun(model: Any, schedule: Schedule, x_T: torch.Tensor, T: int | Sequence[int], eta: float = 0.0,
          noise: NoiseSource | None = None, spacing: str = "uniform") -> Trajectory:
     """Heun (2nd order, trapezoidal corrector) on the probability-flow ODE; 2 NFE per step, 1 on the last."""
     require(eta == 0.0, f"heun is a deterministic ODE solver: eta must be 0, got {eta}")
-    require_finite_tensor(x_T, "x_T")
-    ts = resolve_timesteps(schedule, T, spacing)
-    begin_step = getattr(model, "begin_step", None)
-    xs = torch.empty((len(ts) + 1, *x_T.shape), dtype=x_T.dtype, device=x_T.device)
-    xs[0] = x_T
-    x = x_T
-    records = []
-    for i, t in enumerate(ts):
-        s = ts[i + 1] if i + 1 < len(ts) else -1
-        k = step_coefficients(schedule, t, s, 0.0)
-        if begin_step is not None:
-            begin_step(i, t)
-        rec = StepRecord(index=i, t=t, s=s, nfe=1)
-        e1 = evaluate(model, x, t)
-        x_e = apply_step(k, x, e1, None)
-        if s >= 0:
-            e2 = evaluate(model, x_e, s)
-            rec.nfe += 1
-            x = apply_step(k, x, 0.5 * (e1 + e2), None)
-        else:
-            x = x_e
-        xs[i + 1] = x
-        records.append(rec)
-    return Trajectory(xs=xs, timesteps=ts, nfe=sum(r.nfe for r in records), steps=records, eta=0.0)
+    return sample(model, schedule, x_T, T, 0.0, None, noise=noise, spacing=spacing, step_rule=_heun_rule)
 
 
 def repeat(model: Any, schedule: Schedule, x_T: torch.Tensor, T: int | Sequence[int], eta: float = 0.0,
@@ -88,37 +76,23 @@ def repeat(model: Any, schedule: Schedule, x_T: torch.Tensor, T: int | Sequence[
            generator: torch.Generator | None = None) -> Trajectory:
     """Naive repetition: IEC's relaxed loop with every evaluation at x_t (module docstring)."""
     require(iec is not None, "repeat needs an IECConfig (K, lambdas, selection, noise) to mirror")
-    require_finite_tensor(x_T, "x_T")
-    ts = resolve_timesteps(schedule, T, spacing)
-    selected = iec.select.resolve(ts) if iec.K > 0 else frozenset()
-    noise = noise or NoiseSource(generator)
-    begin_step = getattr(model, "begin_step", None)
-    xs = torch.empty((len(ts) + 1, *x_T.shape), dtype=x_T.dtype, device=x_T.device)
-    xs[0] = x_T
-    x = x_T
-    records = []
-    for i, t in enumerate(ts):
-        s = ts[i + 1] if i + 1 < len(ts) else -1
-        k = step_coefficients(schedule, t, s, eta)
-        if begin_step is not None:
-            begin_step(i, t)
-        rec = StepRecord(index=i, t=t, s=s, nfe=1)
-        e0 = evaluate(model, x, t)
-        z = noise.draw(x, i, 0) if k.c != 0.0 else None
+    selected = iec.select.resolve(resolve_timesteps(schedule, T, spacing)) if iec.K > 0 else frozenset()
+
+    def rule(model: Any, k: StepCoefficients, x: torch.Tensor, e0: torch.Tensor, z: torch.Tensor | None,
+             i: int, rec: StepRecord, noise: NoiseSource) -> torch.Tensor:
         y = apply_step(k, x, e0, z)
-        if i in selected:
-            rec.iec_applied = True
-            for j, lam in enumerate(iec.lambdas, start=1):
-                ej = evaluate(model, x, t)
-                rec.nfe += 1
-                z_k = z if (iec.noise == "shared" or k.c == 0.0) else noise.draw(x, i, j)
-                y_hat = apply_step(k, x, ej, z_k)
-                y = y + lam * (y_hat - y)
-                rec.corrections = j
-        x = y
-        xs[i + 1] = x
-        records.append(rec)
-    return Trajectory(xs=xs, timesteps=ts, nfe=sum(r.nfe for r in records), steps=records, eta=eta)
+        if i not in selected:
+            return y
+        rec.iec_applied = True
+        for j, lam in enumerate(iec.lambdas, start=1):
+            ej = evaluate(model, x, k.t)
+            rec.nfe += 1
+            z_k = z if (iec.noise == "shared" or k.c == 0.0) else noise.draw(x, i, j)
+            y = y + lam * (apply_step(k, x, ej, z_k) - y)
+            rec.corrections = j
+        return y
+
+    return sample(model, schedule, x_T, T, eta, None, generator, noise=noise, spacing=spacing, step_rule=rule)
 
 
 def run_method(name: str, model: Any, schedule: Schedule, x_T: torch.Tensor, T: int, eta: float = 0.0,

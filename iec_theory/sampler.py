@@ -75,6 +75,13 @@ class NoiseSource:
         return torch.randn(like.shape, generator=gen, dtype=like.dtype, device=like.device)
 
 
+# A custom update rule for one step: rule(eps_model, k, x_t, eps_t, z, step_index, record, noise) -> x_s.
+# It receives the step's first evaluation eps_t = eps~(x_t, t) (already counted in record.nfe) and the
+# step's noise z (None when c = 0), and must add any further evaluations it makes to record.nfe.
+StepRule = Callable[["EpsModel", StepCoefficients, torch.Tensor, torch.Tensor, "torch.Tensor | None", int,
+                     StepRecord, NoiseSource], torch.Tensor]
+
+
 def resolve_timesteps(schedule: Schedule, T: int | Sequence[int], spacing: str = "uniform") -> list[int]:
     """T as a number of steps (with spacing) or an explicit descending list of timesteps."""
     if isinstance(T, (list, tuple)) or (isinstance(T, torch.Tensor) and T.ndim == 1):
@@ -143,11 +150,13 @@ def sample(
     clip_x0: float | None = None,
     noise: NoiseSource | None = None,
     check_finite: bool = True,
+    step_rule: StepRule | None = None,
 ) -> Trajectory:
     """Sample from x_T over T steps (or explicit timesteps) with generalized DDIM and optional IEC.
 
     Returns a Trajectory with xs of shape [T+1, *x_T.shape], the timesteps, the total NFE and the
-    per-step records. `noise` overrides `generator` (e.g. keyed noise for paired runs).
+    per-step records. `noise` overrides `generator` (e.g. keyed noise for paired runs). `step_rule`
+    replaces the plain step at every step not selected for IEC (baselines such as Heun use it).
     """
     require_finite_tensor(x_T, "x_T")
     require(x_T.ndim >= 1 and x_T.shape[0] >= 1,
@@ -178,6 +187,8 @@ def sample(
         if i in selected:
             assert iec is not None
             x = iec_step(eps_model, k, x, eps, z, iec, noise, i, record, clip_x0, check_finite)
+        elif step_rule is not None:
+            x = step_rule(eps_model, k, x, eps, z, i, record, noise)
         else:
             x = apply_step(k, x, eps, z, clip_x0)
         xs[i + 1] = x
