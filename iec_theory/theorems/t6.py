@@ -32,7 +32,7 @@ class T6(Theorem):
         "prod|F_i| |delta^v_0| - sum_i |r^v_i| prod_{j>i} |F_j|.  Where |F| > 1 (stiff: u > a + 1; or IEC with "
         "|f_K| > 1) the component grows at least geometrically: no upper bound better than exponential exists.")
     statement_typst = (
-        "abs(angle.l delta_n, v angle.r) >= product_(i<n) abs(F_i) abs(delta^v_0) - "
+        "abs(lr(chevron.l delta_n, v chevron.r)) >= product_(i<n) abs(F_i) abs(delta^v_0) - "
         "sum_(i<n) abs(r^v_i) product_(i<j<n) abs(F_j)")
     hypotheses_text = ("the exact model is affine with symmetric C_t in a fixed eigenbasis (Gaussian toy)",
                        "both runs apply the same corrections; same noise")

@@ -1,0 +1,51 @@
+"""`iec report`: run or collect the experiments and typeset the report PDF (typst, offline)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..report.builder import PROFILES, SECTIONS
+
+    profiles = ", ".join(f"{p.name}: {p.expected_time}" for p in PROFILES.values())
+    parser.add_argument("--profile", choices=list(PROFILES), default="quick",
+                        help=f"sizes of the experiments ({profiles}); default quick")
+    parser.add_argument("--out", default="reports/iec_report.pdf", help="PDF to write (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for every random draw (default %(default)s)")
+    parser.add_argument("--results", action="append", default=None, metavar="DIR",
+                        help="results folder(s) of `iec run` / the real-model code to read (default: results and runs)")
+    parser.add_argument("--reuse-results", action="store_true",
+                        help="toy experiments: read finished `iec run` folders with the same spec hash from the "
+                             "results folders instead of recomputing them (default: recompute; they are cheap)")
+    parser.add_argument("--run-real", action=argparse.BooleanOptionalAction, default=None,
+                        help="run each real-model spec (experiments/*.toml with kind = \"real\") that has no "
+                             "results folder yet, into results/<name>-<hash> (minutes per spec; the quick profile "
+                             "runs only real_quick), then report it; default: on for quick and full, off for ci")
+    parser.add_argument("--sections", default=None,
+                        help="comma-separated subset of sections: " + ",".join(s.key for s in SECTIONS))
+    parser.add_argument("--keep-build", default=None, metavar="DIR",
+                        help="also copy the typst source and SVG figures to DIR")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if any section failed")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..report.builder import build_report
+
+    torch.set_num_threads(1)
+    run_real = args.run_real if args.run_real is not None else args.profile != "ci"
+    sections = tuple(s.strip() for s in args.sections.split(",") if s.strip()) if args.sections else None
+    command = "iec " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["report"] else None
+    try:
+        result = build_report(profile=args.profile, out=args.out, seed=args.seed,
+                              results_dirs=tuple(args.results or ("results", "runs")), sections=sections,
+                              keep_build=args.keep_build, command=command,
+                              reuse_results=args.reuse_results, run_real=run_real)
+    except ValueError as exc:
+        print(f"iec report: error: {exc}", file=sys.stderr)
+        return 2
+    return 1 if (args.strict and result.failures) else 0

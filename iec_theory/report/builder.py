@@ -1,0 +1,249 @@
+"""Build the IEC report: run every section, collect figures and tables, typeset with typst.
+
+Each section is a function `section(ctx) -> str` returning typst markup for its body; it makes
+figures with `ctx.figure(...)` (SVG files written next to main.typ in a temporary build
+directory), tables with `ctx.table(...)` and verdict lines with `ctx.verdict(...)`, so the
+builder knows every table header, verdict and figure that went into the PDF (the tests check
+the extracted PDF text against them). A section whose code or data is absent raises
+`NotAvailable(reason)` and the report says "Not available: reason" in its place; any other
+exception is reported in the PDF as a section failure and in `BuildResult.failures` (never
+hidden, never replaced by invented numbers).
+
+The PDF is compiled to a temporary file in the output directory and moved into place with
+os.replace, so an interrupted build never leaves a half-written report.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import typst_util as tu
+from .figures import FigureRecord, save_figure
+
+TEMPLATE = Path(__file__).with_name("template.typ")
+
+
+class NotAvailable(Exception):
+    """A section (or part of one) cannot be shown: its code or its results are absent."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    expected_time: str
+
+
+PROFILES: dict[str, Profile] = {
+    "ci": Profile("ci", "reduced sizes for the test suite", "under 60 s on a 2-core machine"),
+    "quick": Profile("quick", "the default: the iec verify suite (160 instances), every toy spec, sweeps up to 12 "
+                              "cells", "at most 10 minutes on a 2-core machine (1 to 3 minutes measured, by load)"),
+    "full": Profile("full", "3x the theorem suite, finer stability grids, 2000 synthetic curves per family, "
+                            "every sweep grid", "about 5 to 10 minutes on a 2-core machine (5.3 minutes measured); "
+                            "add the real-model specs' own time with --run-real"),
+}
+
+
+@dataclass
+class Context:
+    """What a section sees: profile, seed, where to put figures, where results live."""
+
+    profile: Profile
+    seed: int
+    build_dir: Path
+    results_dirs: tuple[Path, ...]
+    command: str = "iec report"
+    reuse_results: bool = False      # toy experiments: read matching `iec run` folders instead of computing
+    run_real: bool = False           # real-model specs without a results folder: run them (minutes each)
+    log: Callable[[str], None] = print
+    figures: list[FigureRecord] = field(default_factory=list)
+    tables: list[tuple[str, ...]] = field(default_factory=list)
+    verdicts: list[str] = field(default_factory=list)
+    unavailable: list[tuple[str, str]] = field(default_factory=list)
+    shared: dict[str, object] = field(default_factory=dict)   # results one section passes to a later one
+    section: str = ""
+
+    def pick(self, ci, quick, full=None):
+        """A size by profile: ci, quick, full (full defaults to quick)."""
+        return {"ci": ci, "quick": quick, "full": quick if full is None else full}[self.profile.name]
+
+    def module(self, name: str, *attrs: str):
+        """Import a module another part of the project provides, or raise NotAvailable."""
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            raise NotAvailable(f"module {name} is not in this checkout ({exc.name} missing)") from exc
+        missing = [a for a in attrs if not hasattr(mod, a)]
+        if missing:
+            raise NotAvailable(f"module {name} does not provide {', '.join(missing)} yet")
+        return mod
+
+    def figure(self, name: str, data, draw, caption: str, size=(6.0, 3.2), log: tuple[str, ...] = (),
+               width: str = "100%") -> str:
+        """Check the data, draw and save `<name>.svg`; return the typst figure markup."""
+        if any(f.name == name for f in self.figures):
+            raise ValueError(f"duplicate figure name {name!r}")
+        rec = save_figure(self.build_dir, name, data, draw, size=size, log=log)
+        self.figures.append(rec)
+        return (f"#figure(image({tu.string(rec.path.name)}, width: {width}), "
+                f"caption: [{tu.text(caption)}])\n")
+
+    def table(self, headers, rows, caption: str | None = None, digits: int = 3, align: str | None = None) -> str:
+        rows = list(rows)
+        if not rows:
+            raise ValueError(f"table {caption!r} has no rows")
+        self.tables.append(tuple(str(h) for h in headers))
+        return tu.table(headers, rows, caption, digits, align)
+
+    def verdict(self, status: str, line: str) -> str:
+        """A verdict line (status: holds / fails / open), recorded for the tests."""
+        self.verdicts.append(line)
+        return f"#verdictbox({tu.string(status)})[{tu.text(line)}]\n"
+
+    def not_available(self, reason: str) -> str:
+        self.unavailable.append((self.section, reason))
+        return tu.not_available(reason)
+
+
+@dataclass(frozen=True)
+class Section:
+    key: str
+    title: str
+    module: str      # iec_theory.report.sections.<module>, function `section`
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section("summary", "Summary: verdicts on claims C1 and C2", "summary"),
+    Section("theorems", "Theorems T1 to T6: statements, proofs, checks", "theorems"),
+    Section("stability", "Stability regions of the IEC step", "stability"),
+    Section("growth", "Growth classification", "growth"),
+    Section("toys", "Toy experiments with exact output laws", "toys"),
+    Section("compute", "Compute-matched comparisons", "compute"),
+    Section("real", "Real models", "real"),
+    Section("appendix", "Reproducibility appendix", "appendix"),
+)
+
+COMPUTE_LAST = ("summary", "appendix")
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    pages: int
+    seconds: float
+    figures: list[FigureRecord]
+    tables: list[tuple[str, ...]]
+    verdicts: list[str]
+    unavailable: list[tuple[str, str]]
+    failures: list[tuple[str, str]]
+    source: str                      # the main.typ that was compiled
+
+
+def _run_section(ctx: Context, sec: Section, failures: list[tuple[str, str]]) -> str:
+    ctx.section = sec.key
+    head = tu.heading(sec.title, 1, label=f"sec-{sec.key}")
+    try:
+        fn = importlib.import_module(f"iec_theory.report.sections.{sec.module}").section
+        body = fn(ctx)
+    except NotAvailable as exc:
+        return head + ctx.not_available(str(exc))
+    except Exception as exc:  # a broken section is reported, never hidden
+        msg = f"{type(exc).__name__}: {exc}"
+        failures.append((sec.key, msg))
+        ctx.log(f"  section {sec.key} FAILED: {msg}")
+        tb = traceback.format_exc(limit=-3)
+        print(tb, file=sys.stderr)
+        return head + f"#notavail[section failed: {tu.text(msg)}]\n"
+    return head + body
+
+
+def page_count(pdf: bytes) -> int:
+    """Pages in a typst PDF (counts /Type /Page objects; no PDF library needed)."""
+    import re
+
+    return len(re.findall(rb"/Type\s*/Page(?![s\w])", pdf))
+
+
+def build_report(profile: str = "quick", out: str | os.PathLike = "reports/iec_report.pdf", seed: int = 0,
+                 results_dirs: tuple[str | os.PathLike, ...] = ("results", "runs"),
+                 sections: tuple[str, ...] | None = None,
+                 keep_build: str | os.PathLike | None = None, command: str | None = None,
+                 reuse_results: bool = False, run_real: bool = False,
+                 log: Callable[[str], None] = print) -> BuildResult:
+    """Run the sections of `profile` and write the PDF to `out` atomically."""
+    import typst
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    prof = PROFILES[profile]
+    chosen = SECTIONS if sections is None else tuple(s for s in SECTIONS if s.key in sections)
+    if sections is not None and len(chosen) != len(set(sections)):
+        known = [s.key for s in SECTIONS]
+        raise ValueError(f"unknown section(s) {sorted(set(sections) - set(known))}; choose from {known}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    build = Path(tempfile.mkdtemp(prefix="iec_report_"))
+    try:
+        ctx = Context(profile=prof, seed=int(seed), build_dir=build,
+                      results_dirs=tuple(Path(p) for p in results_dirs),
+                      command=command or f"iec report --profile {profile} --seed {seed}",
+                      reuse_results=reuse_results, run_real=run_real, log=log)
+        failures: list[tuple[str, str]] = []
+        parts: dict[str, str] = {}
+        log(f"iec report: profile {prof.name} ({prof.expected_time}), seed {seed}, {len(chosen)} sections")
+        # the summary is computed after the sections whose results it summarises, the appendix last
+        order = sorted(chosen, key=lambda s: COMPUTE_LAST.index(s.key) + 1 if s.key in COMPUTE_LAST else 0)
+        for i, sec in enumerate(order, 1):
+            ts = time.perf_counter()
+            log(f"[{i}/{len(chosen)}] {sec.title} ...")
+            parts[sec.key] = _run_section(ctx, sec, failures)
+            n_na = sum(1 for s, _ in ctx.unavailable if s == sec.key)
+            extra = f", {n_na} part(s) not available" if n_na else ""
+            log(f"[{i}/{len(chosen)}] {sec.key} done in {time.perf_counter() - ts:.1f} s{extra}")
+        shutil.copy(TEMPLATE, build / "template.typ")
+        source = ('#import "template.typ": *\n'
+                  '#show: report.with(title: "Test-time Iterative Error Correction: executable theory", '
+                  f'subtitle: {tu.string("iec-theory report, profile " + prof.name)})\n\n'
+                  + "\n#pagebreak()\n".join(parts[sec.key] for sec in chosen))
+        if len(chosen) > 2:   # a table of contents after the first section (the one-page summary)
+            first = parts[chosen[0].key]
+            source = source.replace(first, first + "\n#pagebreak()\n#outline(title: [Contents], depth: 2)\n", 1)
+        (build / "main.typ").write_text(source, encoding="utf-8")
+        log("typesetting with typst ...")
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+        try:
+            typst.compile(str(build / "main.typ"), output=tmp, root=str(build))
+            data = Path(tmp).read_bytes()
+            if not data.startswith(b"%PDF"):
+                raise RuntimeError("typst did not produce a PDF")
+            os.chmod(tmp, 0o644)    # mkstemp creates 0600; a report is meant to be read
+            os.replace(tmp, out)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        pages = page_count(data)
+        secs = time.perf_counter() - t0
+        log(f"wrote {out} ({pages} pages, {len(ctx.figures)} figures, {len(ctx.tables)} tables) in {secs:.1f} s")
+        if failures:
+            log(f"WARNING: {len(failures)} section(s) failed: {', '.join(k for k, _ in failures)}")
+        return BuildResult(out=out, pages=pages, seconds=secs, figures=list(ctx.figures), tables=list(ctx.tables),
+                           verdicts=list(ctx.verdicts), unavailable=list(ctx.unavailable), failures=failures,
+                           source=source)
+    finally:
+        if keep_build is not None:
+            dest = Path(keep_build)
+            if dest.exists():
+                shutil.rmtree(dest)
+            shutil.copytree(build, dest)
+        shutil.rmtree(build, ignore_errors=True)

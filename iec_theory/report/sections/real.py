@@ -1,0 +1,288 @@
+"""Real models: the committed default DDPM (training record), then every real-model results folder
+(written by `iec run` on a real-model spec or by the real-model code): quality table, error curves,
+Jacobian estimates, sample grids (FP vs W4A8, with and without IEC). By default nothing here is
+computed from a network during the report build: it reads what `iec real-eval` wrote (or runs the
+missing specs first with `iec report --run-real`), and each part says "not available: <reason>" when
+its folder is absent."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .. import typst_util as tu
+from ..builder import NotAvailable
+from ..figures import positive
+
+COLUMN_NAMES = {"row": "Row", "wall_s": "Wall s", "cpu_s": "CPU s", "FD_cifarnet": "FD (classifier)",
+                "KID_cifarnet": "KID (classifier)",
+                "propagated_xbar": "Propagated (xbar)", "deployment_xbar": "Deployment (xbar)",
+                "growth_propagated": "Growth (propagated)", "growth_deployment": "Growth (deployment)"}
+
+
+def _default_model(ctx) -> str:
+    out = [tu.heading("The default checkpoint", 2)]
+    try:
+        pre = ctx.module("real_models.pretrained", "model_metadata", "default_model_dir")
+    except NotAvailable as exc:
+        return "".join(out) + ctx.not_available(str(exc))
+    d = Path(pre.default_model_dir())
+    meta = pre.model_metadata() if (d / "metadata.json").is_file() else {}
+    weights = d / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        out.append(ctx.not_available(f"the default DDPM weights are not in this checkout "
+                                     f"({d.relative_to(d.parents[2]) if len(d.parents) > 2 else d} has no "
+                                     f"{weights.name}); train them with iec train-ddpm"))
+        return "".join(out)
+    rows = []
+    for k, v in sorted(meta.items()):
+        if isinstance(v, (dict, list)):
+            v = json.dumps(v, sort_keys=True)
+            if len(v) > 90:
+                v = v[:87] + "..."
+        rows.append((k, v if isinstance(v, (int, float)) else str(v)))
+    if rows:
+        out.append(ctx.table(["Field", "Value"], rows, caption="metadata.json of the committed default DDPM",
+                             align="(left, left)"))
+    log = d / "training_log.jsonl"
+    if log.is_file():
+        recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        steps = np.array([r.get("step", i) for i, r in enumerate(recs)], dtype=float)
+        loss = np.array([r.get("loss", np.nan) for r in recs], dtype=float)
+        ok = np.isfinite(loss) & (loss > 0)
+        if ok.any():
+            data = {"step": steps[ok], "loss": loss[ok]}
+
+            def draw(fig, dd):
+                ax = fig.subplots()
+                ax.semilogy(dd["step"], dd["loss"], color="#1565c0", lw=1)
+                ax.set_xlabel("training step")
+                ax.set_ylabel("training loss (eps MSE)")
+
+            out.append(ctx.figure("real_training_loss", data, draw, "Training loss of the default DDPM "
+                                  "(training_log.jsonl, log scale).", size=(5.5, 2.4), log=("loss",), width="70%"))
+    return "".join(out)
+
+
+def _real_specs(ctx):
+    """[(spec file, RealSpec or None, reason)] for experiments/*.toml with kind = "real"."""
+    from ..experiments import EXPERIMENTS
+
+    try:
+        exp = ctx.module("real_models.experiment", "load_real_spec", "is_real_spec")
+    except NotAvailable as exc:
+        return [], str(exc)
+    out = []
+    for f in sorted(EXPERIMENTS.glob("*.toml")) if EXPERIMENTS.is_dir() else []:
+        try:
+            if not exp.is_real_spec(f):
+                continue
+            out.append((f, exp.load_real_spec(f), ""))
+        except Exception as exc:  # ConfigError names the field
+            out.append((f, None, f"rejected: {exc}"))
+    return out, ""
+
+
+def _find_real_folder(ctx, spec_hash: str) -> Path | None:
+    for root in ctx.results_dirs:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for rj in sorted(root.glob("*/results.json")):
+            try:
+                r = json.loads(rj.read_text())
+            except (OSError, ValueError):
+                continue
+            if r.get("kind") == "real" and r.get("spec_hash") == spec_hash:
+                return rj.parent
+    return None
+
+
+def _fmt_cell(v):
+    if v is None:
+        return "n/a"
+    if isinstance(v, dict):
+        return v.get("label", json.dumps(v, sort_keys=True))
+    return v
+
+
+def _per_row_curves(ctx, name, res, arrays, key, ylabel, fig) -> str:
+    labels = [r["label"] for r in res.get("rows", [])]
+    data, names = {}, []
+    for lab in labels:
+        y = arrays.get(f"{lab}/{key}")
+        if y is None:
+            continue
+        y = np.asarray(y, dtype=float).reshape(-1)
+        if y.size and np.all(np.isfinite(y)) and np.any(y > 0):
+            data[f"c{len(names)}"] = y
+            names.append(lab)
+    if not data:
+        return ""
+
+    def draw(figure, d):
+        ax = figure.subplots()
+        for i, (k, lab) in enumerate(zip(d, names)):
+            ax.semilogy(np.arange(d[k].size), positive(d[k]), lw=1.0, ls=("-", "--", "-.", ":")[i % 4],
+                        color=f"C{i % 10}", label=lab)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("state index n (steps taken)")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=6, ncol=2)
+
+    return ctx.figure(fig, data, draw, f"{name}: {ylabel} per step, one curve per configuration (log scale; FP "
+                      "rows are their own reference and have zero propagated error, so they are not drawn).",
+                      size=(6.5, 3.0), log=tuple(data), width="90%")
+
+
+def _jacobian(ctx, name, res) -> str:
+    jac = res.get("jacobian") or {}
+    steps = jac.get("per_step") or []
+    if not steps:
+        return ctx.not_available(f"{name}: no Jacobian estimates in results.json (jacobian.enabled = false?)")
+
+    def m(d, k):
+        v = d.get(k)
+        return v.get("mean") if isinstance(v, dict) else v
+
+    rows = [(st.get("step"), st.get("t"), st.get("dsigma"), m(st, "L"), (st.get("L") or {}).get("spread_max"),
+             m(st, "m"), m(st, "radius"), st.get("Lbar_mean"), st.get("mbar_mean"), m(st, "rho_T1m"),
+             st.get("explicit_stable_fraction")) for st in steps]
+    out = [ctx.table(["Step", "t", "dsigma", "L (est.)", "L spread", "m (est.)", "Spectral radius (est.)",
+                      "Lbar", "mbar", "rho T1m", "Explicit stable share"],
+                     [[_fmt_cell(v) for v in r] for r in rows],
+                     caption=f"{name}: Jacobian estimates of the FP UNet along the FP DDIM trajectory (ESTIMATES: "
+                             "L from below by power iteration, m from above by Lanczos)")]
+    method = jac.get("method")
+    if isinstance(method, dict):
+        out.append(tu.text("Estimators: " + "; ".join(f"{k}: {v}" for k, v in sorted(method.items())) + ".") + "\n\n")
+    if jac.get("note"):
+        out.append(tu.text(str(jac["note"])) + "\n\n")
+    return "".join(out)
+
+
+def _stale_weights(ctx, mod: dict) -> str:
+    """A warning when the run used other weights than the model folder holds now ('' if they match)."""
+    try:
+        pre = ctx.module("real_models.pretrained", "weights_sha256")
+        now = pre.weights_sha256(mod.get("dir")) if mod.get("dir") else ""
+    except (NotAvailable, OSError):
+        return ""
+    was = str(mod.get("weights_sha256") or "")
+    if now and was and now != was:
+        return (f"Stale results: this run used weights {was[:12]}, but {mod.get('dir')} now holds weights "
+                f"{now[:12]}; rerun the spec to refresh these numbers.")
+    return ""
+
+
+def _real_result(ctx, spec_file: Path, folder: Path) -> str:
+    res = json.loads((folder / "results.json").read_text())
+    name = str(res.get("name", folder.name))
+    prov = res.get("provenance") or {}
+    ctx.shared.setdefault("results_used", []).append((str(folder), f"iec real-eval experiments/{spec_file.name}",
+                                                     str(prov.get("seed")), str(prov.get("git_commit"))))
+    ctx.shared.setdefault("commands", []).append(f"iec real-eval experiments/{spec_file.name}")
+    out = [tu.heading(name, 2)]
+    if res.get("description"):
+        out.append(tu.text(res["description"]) + "\n\n")
+    st, mod = res.get("settings") or {}, res.get("model") or {}
+    out.append(tu.text(f"Results folder {folder} (spec hash {str(res.get('spec_hash', ''))[:8]}, git commit "
+                       f"{prov.get('git_commit')}). Model {mod.get('dir')} ({mod.get('num_parameters')} parameters, "
+                       f"weights sha256 {str(mod.get('weights_sha256', ''))[:12]}); T = {st.get('T')}, eta = "
+                       f"{st.get('eta')}, batch {st.get('batch')}, seed {st.get('seed')}, IEC preset "
+                       f"{st.get('iec_preset')}, {st.get('threads')} thread(s).") + "\n\n")
+    stale = _stale_weights(ctx, mod)
+    if stale:
+        out.append(f"#verdictbox(\"fails\")[{tu.text(stale)}]\n")
+    arrays = {}
+    if (folder / "arrays.npz").is_file():
+        with np.load(folder / "arrays.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files if not k.endswith("/x0") and k not in ("x_T", "fp_x0")}
+    qt = res.get("quality_table") or {}
+    if qt.get("columns") and qt.get("rows"):
+        heads = [COLUMN_NAMES.get(c, c) for c in qt["columns"]]
+        out.append(ctx.table(heads, [[_fmt_cell(v) for v in r] for r in qt["rows"]],
+                             caption=f"{name}: quality table (FD/KID in the project classifier's feature space, "
+                                     "PSNR/SSIM against FP from the same noise; errors at the final state, xbar; "
+                                     "wall_s is indicative on a shared CPU)",
+                             align="(" + ", ".join(["left"] + ["right"] * (len(qt["columns"]) - 1)) + ")"))
+    else:
+        out.append(ctx.not_available(f"{name}: results.json has no quality table"))
+    rows = res.get("rows") or []
+    if rows:
+        grow = []
+        for r in rows:
+            gp, gd = r.get("growth_propagated") or {}, r.get("growth_deployment") or {}
+            grow.append((r.get("label"), r.get("NFE"), gp.get("label"), gp.get("rho"), gp.get("kappa"),
+                         gp.get("series"), gd.get("label")))
+        out.append(ctx.table(["Row", "NFE", "Propagated growth", "rho", "kappa", "Series", "Deployment growth"],
+                             [[_fmt_cell(v) for v in r] for r in grow],
+                             caption=f"{name}: growth classification of the measured error curves "
+                                     "(iec_theory.growth.classify)",
+                             align="(left, right, left, right, right, left, left)"))
+    fig = _per_row_curves(ctx, name, res, arrays, "propagated_xbar", "propagated error (xbar)",
+                          f"real_{name}_propagated")
+    out.append(fig or ctx.not_available(f"{name}: no propagated error curves in arrays.npz"))
+    fig = _per_row_curves(ctx, name, res, arrays, "deployment_xbar", "deployment error (xbar)",
+                          f"real_{name}_deployment")
+    out.append(fig or ctx.not_available(f"{name}: no deployment error curves in arrays.npz"))
+    out.append(_jacobian(ctx, name, res))
+    summ = res.get("theorem_summary") or {}
+    trows = [(row, th, d.get("checked"), d.get("holds")) for row, per in sorted(summ.items())
+             for th, d in sorted(per.items())]
+    if trows:
+        out.append(ctx.table(["Row", "Theorem", "Checked (estimated constants)", "Holds"], trows,
+                             caption=f"{name}: theorem checks with ESTIMATED constants (not proofs: the constants "
+                                     "are point estimates at FP states)", align="(left, left, right, right)"))
+    files = res.get("files") or {}
+    grid = folder / str(files.get("grid", "grid.png"))
+    if grid.is_file():
+        dest = ctx.build_dir / f"real_{name}_grid.png"
+        shutil.copy(grid, dest)
+        rows_lab = ", ".join(str(x) for x in files.get("grid_rows", []))
+        cap = tu.text(f"{name}: samples from the same noise, one row per configuration, top to bottom: {rows_lab}.")
+        out.append(f"#figure(image({tu.string(dest.name)}, width: 80%, scaling: \"pixelated\"), caption: [{cap}])\n")
+    else:
+        out.append(ctx.not_available(f"{name}: no sample grid (grid.png) in the results folder"))
+    notes = res.get("notes") or []
+    if notes:
+        out.append("*Notes of the run.*" + "".join(f"\n- {tu.text(n)}" for n in notes) + "\n\n")
+    return "".join(out)
+
+
+def section(ctx) -> str:
+    out = [tu.text("What the efficient-model claims look like on a real network. Everything below is read from "
+                   "the results folders of the real-model specs (iec real-eval experiments/NAME.toml, or iec report "
+                   "--run-real); the report never substitutes toy numbers. The Jacobian quantities are estimates "
+                   "(power iteration and Lanczos with JVPs), not exact.") + "\n\n"]
+    out.append(_default_model(ctx))
+    out.append(tu.heading("Measurements on real networks", 2))
+    specs, why = _real_specs(ctx)
+    if why:
+        return "".join(out) + ctx.not_available(f"real-model experiments: {why}")
+    if not specs:
+        return "".join(out) + ctx.not_available("no real-model spec (kind = \"real\") in experiments/")
+    for f, spec, reason in specs:
+        if spec is None:
+            out.append(ctx.not_available(f"{f.name}: {reason}"))
+            continue
+        folder = _find_real_folder(ctx, spec.hash)
+        if folder is None and ctx.run_real and (ctx.profile.name == "full" or spec.name == "real_quick"):
+            exp = ctx.module("real_models.experiment", "run_real_spec")
+            dest = Path("results") / f"{spec.name}-{spec.hash[:8]}"
+            ctx.log(f"    running {f.name} into {dest} (this takes minutes)")
+            folder = Path(exp.run_real_spec(spec, dest, quiet=True))
+        if folder is None:
+            where = " or ".join(str(p) for p in ctx.results_dirs)
+            out.append(tu.heading(spec.name, 2))
+            out.append(ctx.not_available(
+                f"{spec.name}: no finished results folder for this spec (hash {spec.hash[:8]}) under {where}; "
+                f"run iec real-eval experiments/{f.name} and rebuild the report"))
+            continue
+        out.append(_real_result(ctx, f, folder))
+    return "".join(out)
