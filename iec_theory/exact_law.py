@@ -272,21 +272,8 @@ class _Program:
         self.basis = basis            # V for a full toy on the diag path, else None
         self.register = register      # diag: vector -> id (full-length vectors in the working basis)
         self._mu: dict[int, torch.Tensor] = {}
-        self.caches: list[Cache] = []
-        self._scan(model)
+        self.caches: list[Cache] = [m for m in _chain(model) if isinstance(m, Cache)]
         require(len(self.caches) <= 1, "exact law: at most one Cache in the model chain")
-
-    def _scan(self, m: Any) -> None:
-        if isinstance(m, Cache):
-            self.caches.append(m)
-        if isinstance(m, StepLocalized):
-            self._scan(m.inner)
-            return
-        if isinstance(m, Compose):
-            self._scan(m.outer)
-            return
-        if isinstance(m, Perturbation):
-            self._scan(m.base)
 
     # --- vectors in the working basis ---------------------------------------------------------------
     def _vec(self, v: torch.Tensor) -> torch.Tensor:
@@ -384,22 +371,25 @@ class _Program:
 # ------------------------------------------------------------------------------------------------
 # the propagation
 # ------------------------------------------------------------------------------------------------
-def _needs_dense(model: Any, toy: Any) -> bool:
+def _chain(model: Any):
+    """Every wrapper of a perturbation chain, outermost first (StepLocalized -> inner, Compose -> outer,
+    any other Perturbation -> base), ending with the exact model."""
     m = model
-    stack = [m]
-    while stack:
-        m = stack.pop()
-        if isinstance(m, AffineWeightActQuant) and m.w_bits is not None and not toy.is_diagonal:
-            return True
+    while True:
+        yield m
         if isinstance(m, StepLocalized):
-            stack.append(m.inner)
-            continue
-        if isinstance(m, Compose):
-            stack.append(m.outer)
-            continue
-        if isinstance(m, Perturbation):
-            stack.append(m.base)
-    return False
+            m = m.inner
+        elif isinstance(m, Compose):
+            m = m.outer
+        elif isinstance(m, Perturbation):
+            m = m.base
+        else:
+            return
+
+
+def _needs_dense(model: Any, toy: Any) -> bool:
+    return not toy.is_diagonal and any(isinstance(m, AffineWeightActQuant) and m.w_bits is not None
+                                       for m in _chain(model))
 
 
 def exact_output_law(
