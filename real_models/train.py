@@ -33,6 +33,7 @@ from .unet import build_unet, count_parameters
 LOG_NAME = "training_log.jsonl"
 DEFAULT_RUN_DIR = Path("runs/ddpm_small")
 DEFAULT_EXPORT_DIR = Path(__file__).resolve().parent / "weights" / "ddpm_cifar10_small"
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -52,6 +53,9 @@ class TrainConfig:
     hflip: bool = True
     num_train_steps: int = 1000
     dataset: str = "unspecified"
+    precision: str = "fp32"
+    channels_last: bool = False
+    init_from: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -63,6 +67,7 @@ class TrainConfig:
         require(self.max_steps is None or self.max_steps >= 0, "max_steps must be >= 0")
         require(self.max_minutes is None or self.max_minutes > 0, "max_minutes must be > 0")
         require(self.log_every >= 1, "log_every must be >= 1")
+        require(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 def ema_decay_at(decay: float, step: int) -> float:
@@ -79,14 +84,21 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def ddpm_loss(model: torch.nn.Module, x0: torch.Tensor, sqrt_abar: torch.Tensor, sqrt_1m_abar: torch.Tensor,
-              generator: torch.Generator) -> torch.Tensor:
-    """MSE between the true noise and model(x_t, t), t ~ U{0..N-1}, x_t = sqrt(abar) x0 + sqrt(1-abar) eps."""
+              generator: torch.Generator, precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
+    """MSE between the true noise and model(x_t, t), t ~ U{0..N-1}, x_t = sqrt(abar) x0 + sqrt(1-abar) eps.
+
+    precision "bf16": the forward pass runs under CPU bf16 autocast (weights, optimizer and EMA stay
+    float32; the loss is reduced in float32).
+    """
     n = x0.shape[0]
     t = torch.randint(0, sqrt_abar.numel(), (n,), generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
     xt = sqrt_abar[t].view(n, 1, 1, 1) * x0 + sqrt_1m_abar[t].view(n, 1, 1, 1) * noise
-    pred = model(xt, t, return_dict=False)[0]
-    return torch.mean((pred - noise) ** 2)
+    if channels_last:
+        xt = xt.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        pred = model(xt, t, return_dict=False)[0]
+    return torch.mean((pred.float() - noise) ** 2)
 
 
 def _batch(data: torch.Tensor, idx: torch.Tensor, hflip: bool, generator: torch.Generator) -> torch.Tensor:
@@ -117,6 +129,10 @@ class Trainer:
         self.sqrt_1m_abar = (1 - abar).sqrt().float()
         torch.manual_seed(cfg.seed)  # weight initialisation
         self.model = build_unet(cfg.unet_config).train()
+        if cfg.init_from is not None:
+            init_weights(self.model, cfg.init_from)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -175,7 +191,8 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = lr
         x0 = _batch(self.data, self._next_indices(), cfg.hflip, self.gen)
-        loss = ddpm_loss(self.model, x0, self.sqrt_abar, self.sqrt_1m_abar, self.gen)
+        loss = ddpm_loss(self.model, x0, self.sqrt_abar, self.sqrt_1m_abar, self.gen, cfg.precision,
+                         cfg.channels_last)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {self.step}")
         self.opt.zero_grad(set_to_none=True)
@@ -245,6 +262,19 @@ class Trainer:
         session.update(end_step=self.step, seconds=round(time.monotonic() - start, 2), stop_reason=stop_reason)
         self.save()
         return self._state()
+
+
+def init_weights(model: torch.nn.Module, model_dir: str | os.PathLike) -> None:
+    """Load a diffusers folder's weights (safetensors, strict: every key used, every shape equal) into model."""
+    from safetensors.torch import load_file
+
+    from .unet import WEIGHTS_NAME, ModelLoadError, check_model_dir
+
+    p = check_model_dir(model_dir)
+    try:
+        model.load_state_dict(load_file(str(p / WEIGHTS_NAME)), strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"--init-from {str(model_dir)!r} does not match the UNet config: {exc}") from exc
 
 
 # ----- export -------------------------------------------------------------------------------------------
