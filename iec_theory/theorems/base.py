@@ -25,9 +25,10 @@ from ..ddim import StepCoefficients, step_coefficients
 from ..iec import IECConfig
 from ..sampler import NoiseSource, resolve_timesteps, sample
 
-__all__ = ["Hypothesis", "PairedRun", "Recorder", "StepData", "Theorem", "TheoremResult", "paired_run"]
+__all__ = ["Hypothesis", "PairedRun", "Recorder", "StepData", "Theorem", "TheoremResult", "paired_run",
+           "reference_error", "reference_local_errors"]
 
-STATUSES = ("holds", "violated", "hypotheses not met")
+STATUSES = ("holds", "violated", "hypotheses not met", "vacuous")   # vacuous: a lower bound <= 0 on every step
 ROUND_REL = 1e-11   # rounding allowance, relative to the size of the states combined in a step
 
 
@@ -73,6 +74,7 @@ class StepData:
     corr_pert: int
     calls_ref: list[tuple[torch.Tensor, torch.Tensor]]
     calls_pert: list[tuple[torch.Tensor, torch.Tensor]]
+    early_stop_pert: bool = False   # the perturbed run's correction loop stopped on its tolerance
 
     @property
     def h(self) -> float:
@@ -119,9 +121,18 @@ class PairedRun:
         return torch.linalg.vector_norm(d, dim=1).numpy() / np.sqrt(self.abars())
 
     def local_errors(self) -> np.ndarray:
-        """eta_i = max ||e|| over the evaluations step i used: ||e(x~_i)|| for a plain step; for an IEC step
-        also the errors at y~_0 .. y~_{K-1} (the fixed point's error is a combination of these, with
-        weights summing to <= 1 when 0 <= r_k < 1; exactly e(y~*) for a deterministic converged error)."""
+        """eta_i at the REFERENCE states (THEORY.md section 3): ||eps~(x_i, t_i) - eps(x_i, t_i)|| (whole batch),
+        and at an IEC step also at the reference's state after its corrections, x_{i+1}, evaluated at t_i (the
+        point the reference's implicit step converges to).  A property of the efficient model along the
+        reference path, independent of the perturbed run: the only form used for verdicts."""
+        if "eta_ref" not in self.info:
+            self.info["eta_ref"] = reference_local_errors(self)
+        return self.info["eta_ref"]
+
+    def perturbed_local_errors(self) -> np.ndarray:
+        """eta_i = max ||e|| over the evaluations the PERTURBED run made at step i (||e(x~_i)|| for a plain step;
+        at an IEC step also e(y~_0) .. e(y~_{K-1})).  Only T1's statement uses this form (with the exact
+        model's Lipschitz constant); it grows with the propagated error and must never decide a verdict."""
         out = np.zeros(self.T)
         for st in self.steps:
             used = st.calls_pert[: (st.corr_pert + 1) if st.iec else 1]
@@ -132,6 +143,39 @@ class PairedRun:
 
     def dsigmas(self) -> np.ndarray:
         return np.array([st.h for st in self.steps])
+
+
+def reference_local_errors(run: PairedRun) -> np.ndarray:
+    """Teacher-forced pass of the efficient model along the reference trajectory (begin_step called in order,
+    so cached or step-quantized wrappers see the schedule they see in sampling): eta_i as in
+    PairedRun.local_errors.  Resets the efficient model before and after (when it has `reset`)."""
+    model = run.perturbed
+    reset = getattr(model, "reset", None)
+    begin = getattr(model, "begin_step", None)
+    if reset is not None:
+        reset()
+    out = np.zeros(run.T)
+    for st in run.steps:
+        if begin is not None:
+            begin(st.i, st.k.t)
+        points = [st.x_t] + ([st.x_s] if st.iec else [])
+        for x in points:
+            e = eval_model(model, x, st.k.t) - eval_model(run.exact, x, st.k.t)
+            out[st.i] = max(out[st.i], float(torch.linalg.vector_norm(e)))
+    if reset is not None:
+        reset()
+    return out
+
+
+def reference_error(run: PairedRun, st: StepData) -> torch.Tensor:
+    """e(x_t) = eps~(x_t, t) - eps(x_t, t) at the step's REFERENCE state.  Deterministic efficient models are
+    evaluated directly; for stateful ones (cache, iid noise) the recorded perturbed evaluation is used."""
+    from ._common import is_deterministic
+
+    if is_deterministic(run.perturbed):
+        return eval_model(run.perturbed, st.x_t, st.k.t) - eval_model(run.exact, st.x_t, st.k.t)
+    xin, yout = st.calls_pert[0]
+    return yout - eval_model(run.exact, xin, st.k.t)
 
 
 def eval_model(model: Any, x: torch.Tensor, t: int) -> torch.Tensor:
@@ -160,7 +204,8 @@ def paired_run(exact: Any, perturbed: Any, schedule: Any, x_T: torch.Tensor, T: 
         k = step_coefficients(schedule, t, s, eta)
         z = noise.draw(xT, i, 0) if k.c != 0.0 else torch.zeros_like(xT)
         steps.append(StepData(i, k, tr.xs[i], tp.xs[i], tr.xs[i + 1], tp.xs[i + 1], z, tp.steps[i].iec_applied,
-                              tr.steps[i].corrections, tp.steps[i].corrections, by_ref[i], by_pert[i]))
+                              tr.steps[i].corrections, tp.steps[i].corrections, by_ref[i], by_pert[i],
+                              tp.steps[i].early_stop))
     return PairedRun(exact, perturbed, schedule, ts, float(eta), iec, tr.xs, tp.xs, steps, (tr.nfe, tp.nfe))
 
 
@@ -178,7 +223,8 @@ class TheoremResult:
     """Outcome of Theorem.check on one instance."""
 
     theorem: str
-    status: str                       # "holds" | "violated" | "hypotheses not met"
+    status: str                       # "holds" | "violated" | "hypotheses not met" | "vacuous" (lower bound
+    #                                   <= its allowance on every step: no evidence either way, never counted as holds)
     worst_margin: float               # min over steps of the relative margin, rounding allowance included
     #                                   (upper: (bound - measured + allowance)/bound; lower: (measured - bound +
     #                                   allowance)/measured; identity: (allowance - deviation)/allowance; < 0: violated)
@@ -201,6 +247,7 @@ class TheoremResult:
 
     def summary(self) -> dict[str, Any]:
         return {"theorem": self.theorem, "status": self.status, "worst_margin": self.worst_margin,
+                "certified": bool(self.detail.get("certified", True)),
                 "median_tightness": self.median_tightness, "max_tightness": self.max_tightness,
                 "steps_checked": len(self.steps),
                 "hypotheses": {h.name: h.holds for h in self.hypotheses}}
@@ -278,6 +325,8 @@ class Theorem:
         violated = bool(np.any(gap < -tol)) if ps.kind != "identity" else bool(np.any(gap < 0))
         worst = float(np.min(rel)) if rel.size else float("nan")
         status = "violated" if violated else "holds"
+        if status == "holds" and ps.kind == "lower" and not bool(np.any(b > tol)):
+            status = "vacuous"
         if not ps.steps:
             status = "hypotheses not met"
             hyps = hyps + [Hypothesis("at least one step to check", False)]

@@ -50,7 +50,8 @@ def default_suite(n: int = DEFAULT_INSTANCES, seed: int = 0) -> list[ToyInstance
 def run_suite(instances: list[ToyInstance], theorems: dict | None = None, progress: Any = None) -> dict[str, Any]:
     """Check every theorem on every instance; per-theorem summary and per-instance records."""
     theorems = theorems or THEOREMS
-    per = {name: {"instances": 0, "holds": 0, "violated": 0, "not_met": 0, "worst_margin": float("inf"),
+    per = {name: {"instances": 0, "holds": 0, "holds_certified": 0, "holds_estimated": 0, "violated": 0,
+                  "not_met": 0, "vacuous": 0, "worst_margin": float("inf"),
                   "tightness": [], "worst_instance": None} for name in theorems}
     records = []
     t0 = time.time()
@@ -64,8 +65,14 @@ def run_suite(instances: list[ToyInstance], theorems: dict | None = None, progre
             if res.status == "hypotheses not met":
                 p["not_met"] += 1
                 continue
+            if res.status == "vacuous":      # a lower bound <= 0 everywhere: no evidence, not counted as holds
+                p["vacuous"] += 1
+                continue
             p["instances"] += 1
             p["holds"] += res.status == "holds"
+            if res.status == "holds":
+                key = "holds_certified" if res.summary()["certified"] else "holds_estimated"
+                p[key] += 1
             p["violated"] += res.status == "violated"
             if res.worst_margin < p["worst_margin"]:
                 p["worst_margin"] = res.worst_margin
@@ -77,6 +84,8 @@ def run_suite(instances: list[ToyInstance], theorems: dict | None = None, progre
             progress(j + 1, len(instances))
     summary = {}
     for name, p in per.items():
+        checked = p["instances"] + p["vacuous"]
+        p["vacuous_share"] = p["vacuous"] / checked if checked else float("nan")
         t = np.array(p.pop("tightness"))
         summary[name] = {**p, "median_tightness": float(np.median(t)) if t.size else float("nan"),
                          "p90_tightness": float(np.quantile(t, 0.9)) if t.size else float("nan"),

@@ -29,10 +29,12 @@ class T1(Theorem):
 
     def per_step(self, run: PairedRun) -> PerStep:
         idx, meas, bound, tol, Ls = [], [], [], [], []
+        certified = True
         for st in run.steps:
             if st.iec:
                 continue
             c = batch_segment_constants(run.exact, st.x_t, st.xp_t, st.k.t)
+            certified = certified and bool(c is not None and c.exact)
             assert c is not None, "exact toy Jacobians are always certifiable"
             xin, yout = st.calls_pert[0]
             eta = norm(yout - eval_model(run.exact, xin, st.k.t))
@@ -42,4 +44,4 @@ class T1(Theorem):
             bound.append((st.k.a + abs(st.k.b) * c.L) * dt + abs(st.k.b) * eta)
             tol.append(ROUND_REL * st.scale())
             Ls.append(c.L)
-        return PerStep(idx, np.array(meas), np.array(bound), np.array(tol), "upper", {"L": Ls})
+        return PerStep(idx, np.array(meas), np.array(bound), np.array(tol), "upper", {"L": Ls, "certified": certified})

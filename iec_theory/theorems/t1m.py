@@ -37,10 +37,12 @@ class T1m(Theorem):
 
     def per_step(self, run: PairedRun) -> PerStep:
         idx, meas, bound, tol, rhos = [], [], [], [], []
+        certified = True
         for st in run.steps:
             if st.iec:
                 continue
             c = batch_segment_constants(run.exact, st.x_t, st.xp_t, st.k.t)
+            certified = certified and bool(c is not None and c.exact)
             assert c is not None
             mbar, Lbar = c.xbar(st.k.abar_t)
             h = st.h
@@ -53,4 +55,5 @@ class T1m(Theorem):
             bound.append(rho * dbt + h * eta)
             tol.append(ROUND_REL * st.scale() / math.sqrt(st.k.abar_s))
             rhos.append(rho)
-        return PerStep(idx, np.array(meas), np.array(bound), np.array(tol), "upper", {"rho": rhos})
+        return PerStep(idx, np.array(meas), np.array(bound), np.array(tol), "upper",
+                       {"rho": rhos, "certified": certified})

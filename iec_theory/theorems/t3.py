@@ -8,8 +8,9 @@ import dataclasses
 import numpy as np
 import torch
 
+from .. import sampler as S
 from ..ddim import apply_step
-from ..sampler import NoiseSource, StepRecord, iec_step
+from ..sampler import NoiseSource, StepRecord
 from ..theory import amplification_factors
 from ._common import eigenbasis, is_affine
 from .base import ROUND_REL, Hypothesis, PairedRun, PerStep, Theorem, eval_model
@@ -43,20 +44,21 @@ class T3(Theorem):
         d = V.shape[0]
         idx, meas, pred, tol, dev, leak = [], [], [], [], [], []
         for st in run.steps:
-            k = st.k
+            k = st.k                                            # declared coefficients (the prediction)
+            ks = S.step_coefficients(run.schedule, k.t, k.s, run.eta)   # what the sampler's code uses
             X = st.x_t[:1].repeat(d, 1)
             scale = max(1.0, 1e-3 * float(X.abs().max()))   # the difference must stay far above the ulp of x_t
             Xp = X + scale * V.T
             z = st.z[:1].repeat(d, 1) if k.c != 0.0 else None
             K = st.corr_pert if st.iec else 0
 
-            def step(x: torch.Tensor, st=st, k=k, z=z, K=K) -> torch.Tensor:
+            def step(x: torch.Tensor, st=st, k=ks, z=z, K=K) -> torch.Tensor:
                 eps = eval_model(run.exact, x, k.t)
                 if K == 0:
                     return apply_step(k, x, eps, z)
                 cfg = dataclasses.replace(run.iec, K=K, lambdas=run.iec.lambdas[:K], tol=0.0)
                 rec = StepRecord(index=st.i, t=k.t, s=k.s, nfe=1)
-                return iec_step(run.exact, k, x, eps, z, cfg, NoiseSource(seed=st.i, keyed=True), st.i, rec)
+                return S.iec_step(run.exact, k, x, eps, z, cfg, NoiseSource(seed=st.i, keyed=True), st.i, rec)
 
             Y = step(X)
             M = (step(Xp) - Y) @ V / scale                    # row j: components of the propagated v_j

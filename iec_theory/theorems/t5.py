@@ -2,52 +2,18 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from ..constants import exact_jacobian
 from ._common import batch_segment_constants, is_deterministic
-from .base import ROUND_REL, Hypothesis, PairedRun, PerStep, StepData, Theorem, eval_model, norm
-
-NEWTON_ITERS = 40
-NEWTON_TOL = 1e-13
-
-
-def q_factor(lam: float, b: float, m: float, L: float) -> float:
-    """q = sqrt((1-l)^2 - 2 l (1-l) |b| m + l^2 b^2 L^2) (0 < l <= 1; the radicand is >= (|1-l| - l|b|L)^2 >= 0)."""
-    B = abs(b)
-    return math.sqrt(max((1 - lam) ** 2 - 2 * lam * (1 - lam) * B * m + (lam * B * L) ** 2, 0.0))
+from .base import ROUND_REL, Hypothesis, PairedRun, PerStep, StepData, Theorem, norm
+from .fixed_point import implicit_fixed_point, q_factor
 
 
 def perturbed_fixed_point(model, st: StepData, y0: torch.Tensor) -> tuple[torch.Tensor, bool, float]:
     """Newton's method for y = a x~_t + b eps~(y, t) + c z (the perturbed implicit step)."""
-    k = st.k
-    y = y0.clone()
-    d = y.shape[-1]
-    eye = torch.eye(d, dtype=torch.float64)
-    res = float("inf")
-    for _ in range(NEWTON_ITERS):
-        F = y - k.a * st.xp_t - k.b * eval_model(model, y, k.t) - k.c * st.z
-        res = norm(F)
-        if res <= NEWTON_TOL * (1.0 + norm(y)):
-            return y, True, res
-        J = exact_jacobian(model, y, k.t)
-        if J is None:
-            return y, False, res
-        A = eye - k.b * J
-        try:
-            step = torch.linalg.solve(A, F.unsqueeze(-1)).squeeze(-1)
-        except RuntimeError:
-            return y, False, res
-        y = y - step
-        if not bool(torch.isfinite(y).all()):
-            return y, False, res
-    F = y - k.a * st.xp_t - k.b * eval_model(model, y, k.t) - k.c * st.z
-    res = norm(F)
-    return y, res <= 1e-11 * (1.0 + norm(y)), res
-
+    return implicit_fixed_point(model, st.k, st.xp_t, st.z, y0)
 
 class T5(Theorem):
     name = "T5"
@@ -75,13 +41,18 @@ class T5(Theorem):
         same_noise = run.eta == 0.0 or run.iec.noise == "shared"
         cert = (is_deterministic(run.perturbed)
                 and exact_jacobian(run.perturbed, steps[0].xp_t, steps[0].k.t) is not None)
-        return [Hypothesis("IEC steps with corrections present", True),
+        hyps = [Hypothesis("IEC steps with corrections present", True),
                 Hypothesis("0 < lambda_k <= 1", all(0 < v <= 1 for v in lams), str(lams)),
                 Hypothesis("same noise at every iteration", same_noise),
                 Hypothesis("eps~ deterministic and certified Lipschitz", cert)]
+        if all(h.holds for h in hyps):   # a step whose y* is not found is never silently dropped
+            missing = [st.i for st in steps if not perturbed_fixed_point(run.perturbed, st, st.xp_s)[1]]
+            hyps.append(Hypothesis("the fixed point y~* found (Newton) at every IEC step", not missing,
+                                   f"not found at steps {missing[:5]}" if missing else ""))
+        return hyps
 
     def per_step(self, run: PairedRun) -> PerStep:
-        idx, meas, bound, tol, qs, fails = [], [], [], [], [], []
+        idx, meas, bound, tol, qs, fails, certified = [], [], [], [], [], [], True
         for st in run.steps:
             if not (st.iec and st.corr_pert > 0):
                 continue
@@ -95,6 +66,7 @@ class T5(Theorem):
             qk = []
             for k in range(1, K + 1):
                 c = batch_segment_constants(run.perturbed, iterates[k - 1], ystar, st.k.t)
+                certified = certified and bool(c.exact)
                 q = q_factor(run.iec.lambdas[k - 1], st.k.b, c.m, c.L)
                 qk.append(q)
                 prod *= q
@@ -105,4 +77,4 @@ class T5(Theorem):
             tol.append(ROUND_REL * size * (K + 1) + 1e-12 * bound[-1])
             qs.append(qk)
         return PerStep(idx, np.array(meas), np.array(bound), np.array(tol), "upper",
-                       {"q": qs, "fixed_point_not_found": fails})
+                       {"q": qs, "fixed_point_not_found": fails, "certified": certified})
