@@ -230,3 +230,16 @@ def test_t6_vacuous_instances_are_not_counted_as_holds() -> None:
     flat = replace(inst, magnitude=1e-300)   # an error that underflows: nothing is ever injected along v
     res2 = THEOREMS["T6"].check(flat.run())
     assert res2.status in ("vacuous", "hypotheses not met")
+
+
+def test_vacuous_t6_is_reported_and_counted_separately() -> None:
+    """A stiff model with an error that vanishes in float64: the lower bound is 0 everywhere -> 'vacuous', and
+    `iec verify`'s suite counts it as vacuous, not among the checked instances."""
+    from iec_theory.theorems.suite import run_suite
+
+    inst = ToyInstance(model="stiff", kappa=10.0, dim=2, T=10, perturbation="bias", magnitude=1e-300)
+    res = THEOREMS["T6"].check(inst)
+    assert res.status == "vacuous", res.status
+    out = run_suite([inst], {"T6": THEOREMS["T6"]})
+    s = out["summary"]["T6"]
+    assert s["vacuous"] == 1 and s["instances"] == 0 and s["holds"] == 0 and s["vacuous_share"] == 1.0
