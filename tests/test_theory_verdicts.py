@@ -243,3 +243,16 @@ def test_vacuous_t6_is_reported_and_counted_separately() -> None:
     out = run_suite([inst], {"T6": THEOREMS["T6"]})
     s = out["summary"]["T6"]
     assert s["vacuous"] == 1 and s["instances"] == 0 and s["holds"] == 0 and s["vacuous_share"] == 1.0
+
+
+def test_suite_results_do_not_depend_on_the_worker_count() -> None:
+    import json
+
+    from iec_theory.theorems.suite import default_suite, run_suite
+
+    suite = default_suite(4, 1)
+    one = run_suite(suite, workers=1)
+    two = run_suite(suite, workers=2)
+    assert json.dumps(one["records"], default=str) == json.dumps(two["records"], default=str)
+    assert one["summary"] == two["summary"] or json.dumps(one["summary"], default=str) == json.dumps(
+        two["summary"], default=str)
