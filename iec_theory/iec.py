@@ -20,6 +20,14 @@ from dataclasses import dataclass, field
 from .errors import ConfigError, require
 
 NOISE_MODES = ("fresh", "shared")
+
+
+def check_K_memory(K: int, T: int = 1, what: str = "K") -> None:
+    """Refuse a K whose relaxation list and residual records (T steps) would not fit in memory."""
+    from .checks import check_memory
+
+    check_memory(int(K) * (8 + 40 * max(int(T), 1)), f"{what} = {K} corrections (relaxations and residual "
+                                                       f"records over {T} step(s))")
 RESIDUAL_EPS = 1e-6  # the official code's denominator guard
 
 
@@ -147,6 +155,7 @@ class IECConfig:
                 select: StepSelection | None = None) -> IECConfig:
         """The paper's form: constant relaxation lambda_k = lam for k = 1..K."""
         require(isinstance(K, int) and K >= 0, f"K must be an integer >= 0, got {K!r}")
+        check_K_memory(K)
         return cls(K, (float(lam),) * K, tol, noise, select or StepSelection.all(), f"relaxed(lam={lam},K={K})")
 
     @classmethod

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .checks import derive_seed
 from .errors import ConfigError, require, require_finite_number
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -444,7 +445,7 @@ class IIDNoise(Perturbation):
         return self.seed * 1_000_003 + self.step_index * 1009 + self._calls_in_step + 500_000
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.noise_key())
+        g = torch.Generator().manual_seed(derive_seed(self.noise_key()))
         xi = torch.randn(x.shape, generator=g, dtype=torch.float64).to(dtype=x.dtype, device=x.device)
         self._calls_in_step += 1
         self._global_calls += 1

@@ -16,8 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
+from .checks import derive_seed
 from .ddim import StepCoefficients, apply_step, step_coefficients
 from .errors import ConfigError, require, require_finite_number, require_finite_tensor
 from .iec import RESIDUAL_EPS, IECConfig
@@ -67,7 +69,7 @@ class NoiseSource:
 
     def draw(self, like: torch.Tensor, step: int, k: int) -> torch.Tensor:
         if self.keyed:
-            g = torch.Generator(device="cpu").manual_seed(int(self.seed) * 1_000_003 + step * 1009 + k)
+            g = torch.Generator(device="cpu").manual_seed(derive_seed(int(self.seed) * 1_000_003 + step * 1009 + k))
             return torch.randn(like.shape, generator=g, dtype=like.dtype).to(like.device)
         gen = self.generator
         if gen is not None and gen.device != like.device:
@@ -80,6 +82,23 @@ class NoiseSource:
 # step's noise z (None when c = 0), and must add any further evaluations it makes to record.nfe.
 StepRule = Callable[["EpsModel", StepCoefficients, torch.Tensor, torch.Tensor, "torch.Tensor | None", int,
                      StepRecord, NoiseSource], torch.Tensor]
+
+
+def same_schedule(a: Schedule, b: Schedule) -> bool:
+    """True if a and b have the same number of steps and (to 1e-12 relative) the same abar table."""
+    if a is b:
+        return True
+    return a.num_train_steps == b.num_train_steps and bool(
+        np.allclose(a.alphas_cumprod, b.alphas_cumprod, rtol=1e-12, atol=0.0))
+
+
+def check_model_schedule(eps_model: EpsModel, schedule: Schedule) -> None:
+    """A model that carries its own schedule (toys, their perturbations) must be sampled with it."""
+    require(isinstance(schedule, Schedule), f"schedule must be an iec_theory Schedule, got {type(schedule).__name__}")
+    own = getattr(eps_model, "schedule", None)
+    if isinstance(own, Schedule) and not same_schedule(own, schedule):
+        raise ConfigError(f"the sampler's schedule ({schedule.name}, N={schedule.num_train_steps}) differs from the "
+                          f"model's own schedule ({own.name}, N={own.num_train_steps}); sample with model.schedule")
 
 
 def resolve_timesteps(schedule: Schedule, T: int | Sequence[int], spacing: str = "uniform") -> list[int]:
@@ -96,6 +115,10 @@ def evaluate(eps_model: EpsModel, x: torch.Tensor, t: int, check_finite: bool = 
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(f"eps_model returned {shape} for input of shape {tuple(x.shape)} at t={t}")
+    if not out.is_floating_point():
+        kind = "complex" if out.is_complex() else "non-floating-point"
+        raise ConfigError(f"eps_model returned {kind} values (dtype {out.dtype}) at t={t}; it must return a real "
+                          "floating-point tensor")
     if check_finite and not bool(torch.isfinite(out).all()):
         raise ConfigError(f"eps_model returned non-finite values at t={t}")
     return out
@@ -158,7 +181,11 @@ def sample(
     per-step records. `noise` overrides `generator` (e.g. keyed noise for paired runs). `step_rule`
     replaces the plain step at every step not selected for IEC (baselines such as Heun use it).
     """
+    require(isinstance(x_T, torch.Tensor), f"x_T must be a torch.Tensor, got {type(x_T).__name__}")
+    require(x_T.device.type != "meta", "x_T is on the meta device (no data); create it on cpu or cuda")
+    require(x_T.is_floating_point(), f"x_T must be a real floating-point tensor, got dtype {x_T.dtype}")
     require_finite_tensor(x_T, "x_T")
+    check_model_schedule(eps_model, schedule)
     require(x_T.ndim >= 1 and x_T.shape[0] >= 1,
             f"x_T must have a leading batch dimension, got shape {tuple(x_T.shape)}")
     eta = require_finite_number(eta, "eta")

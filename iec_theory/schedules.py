@@ -122,4 +122,7 @@ class Schedule:
 
 
 def _check_n(n: int) -> None:
+    from .checks import check_memory
+
     require(isinstance(n, (int, np.integer)) and n >= 2, f"num_train_steps must be an integer >= 2, got {n!r}")
+    check_memory(int(n) * 8 * 8, f"num_train_steps = {n} (schedule tables of float64)")

@@ -34,6 +34,7 @@ def save_checkpoint(run_dir: str | os.PathLike, model: torch.nn.Module, ema: tor
     """Write run_dir/checkpoint.safetensors atomically, plus a human-readable state.json copy."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(run_dir)
     tensors = _clone_contiguous(model.state_dict(), "model.")
     tensors.update(_clone_contiguous(ema.state_dict(), "ema."))
     opt_sd = optimizer.state_dict()
@@ -56,6 +57,33 @@ def save_checkpoint(run_dir: str | os.PathLike, model: torch.nn.Module, ema: tor
     return final
 
 
+def clean_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
+    """Remove `.checkpoint.safetensors.tmp<pid>` / `.state.json.tmp<pid>` files (our own naming) whose
+    writer process is gone (a SIGKILL during a save); returns the removed paths."""
+    removed = []
+    for name in (CKPT_NAME, STATE_JSON):
+        for f in Path(run_dir).glob(f".{name}.tmp*"):
+            pid = f.name[len(f".{name}.tmp"):]
+            if not pid.isdigit() or (int(pid) != os.getpid() and _pid_alive(int(pid))):
+                continue
+            try:
+                f.unlink()
+                removed.append(f)
+            except OSError:
+                pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, state) of a checkpoint file or of run_dir/checkpoint.safetensors; clear errors if bad."""
     path = Path(path)
@@ -71,7 +99,34 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         state = json.loads(meta["state"])
     except (KeyError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"checkpoint {str(path)!r} lacks valid training state metadata: {exc}") from exc
+    check_state(state, tensors, str(path))
     return tensors, state
+
+
+REQUIRED_STATE = ("step", "pos", "epoch", "images_seen", "train_seconds", "sessions", "num_train_images",
+                  "train_config", "num_parameters", "optimizer_param_groups")
+REQUIRED_CONFIG = ("unet_config", "num_train_steps", "seed")
+REQUIRED_TENSORS = ("rng.torch", "data.perm")
+
+
+def check_state(state: Any, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Raise ModelLoadError naming what is missing unless the checkpoint holds a full training state."""
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"checkpoint {where!r}: training state is not a JSON object")
+    missing = [k for k in REQUIRED_STATE if k not in state]
+    cfg = state.get("train_config")
+    if isinstance(cfg, dict):
+        missing += [f"train_config.{k}" for k in REQUIRED_CONFIG if k not in cfg]
+    elif "train_config" in state:
+        missing.append("train_config (not an object)")
+    missing += [f"tensor {k}" for k in REQUIRED_TENSORS if k not in tensors]
+    if missing:
+        raise ModelLoadError(f"checkpoint {where!r} is not a resumable `iec train-ddpm` checkpoint: it lacks "
+                             f"{', '.join(missing)}")
+    bad = [k for k in ("step", "pos", "epoch", "images_seen", "num_train_images")
+           if not isinstance(state[k], int) or isinstance(state[k], bool) or state[k] < 0]
+    if bad:
+        raise ModelLoadError(f"checkpoint {where!r}: training state fields {bad} must be integers >= 0")
 
 
 def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

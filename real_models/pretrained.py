@@ -34,19 +34,39 @@ def model_metadata(model_dir: str | os.PathLike | None = None) -> dict[str, Any]
     if not f.is_file():
         return {}
     try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as exc:
+        meta = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"{str(f)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise ModelLoadError(f"{str(f)!r} must hold a JSON object, got {type(meta).__name__}")
+    return meta
 
 
 def schedule_for(model_dir: str | os.PathLike | None = None) -> Schedule:
     """The training schedule recorded in metadata.json (default: DDPM linear, N = 1000)."""
+    from iec_theory.errors import ConfigError
+
+    p = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
     s = model_metadata(model_dir).get("schedule", {})
+    where = f"{str(p / 'metadata.json')!r}: schedule"
+    if not isinstance(s, dict):
+        raise ModelLoadError(f"{where} must be an object, got {type(s).__name__}")
     name = s.get("name", "linear")
-    if name != "linear":
-        return Schedule.named(name, int(s.get("num_train_steps", 1000)))
-    return Schedule.linear(int(s.get("num_train_steps", 1000)), float(s.get("beta_start", 1e-4)),
-                           float(s.get("beta_end", 0.02)))
+    n = s.get("num_train_steps", 1000)
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise ModelLoadError(f"{where}.num_train_steps must be an integer, got {n!r}")
+    try:
+        if name != "linear":
+            return Schedule.named(name, n)
+        b0, b1 = s.get("beta_start", 1e-4), s.get("beta_end", 0.02)
+        for key, v in (("beta_start", b0), ("beta_end", b1)):
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise ModelLoadError(f"{where}.{key} must be a number, got {v!r}")
+        return Schedule.linear(n, float(b0), float(b1))
+    except ModelLoadError:
+        raise
+    except ConfigError as exc:
+        raise ModelLoadError(f"{where}: {exc}") from exc
 
 
 def load_default_model(model_dir: str | os.PathLike | None = None,

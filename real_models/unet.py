@@ -169,7 +169,39 @@ def load_unet(path: str | os.PathLike, device: str | torch.device = "cpu"):
                                            low_cpu_mem_usage=False)
     except Exception as exc:
         raise ModelLoadError(f"cannot load UNet2DModel from {str(p)!r}: {type(exc).__name__}: {exc}") from exc
+    check_all_weights_used(unet, p / WEIGHTS_NAME)
     return unet.to(device).eval()
+
+
+def _key_summary(keys: list[str], n: int = 6) -> str:
+    return ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def check_all_weights_used(model: torch.nn.Module, weights_path: str | os.PathLike) -> None:
+    """Strict loading: every tensor in the file is a model parameter/buffer and every one was loaded.
+
+    diffusers only warns about unmatched weights (e.g. a config.json without the attention blocks the
+    weights have) and leaves the missing parameters randomly initialised; this raises ModelLoadError
+    naming the keys instead. Shapes are compared too.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(weights_path), framework="pt") as f:
+        file_shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    model_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    unused = sorted(set(file_shapes) - set(model_shapes))
+    missing = sorted(set(model_shapes) - set(file_shapes))
+    wrong = sorted(k for k in set(file_shapes) & set(model_shapes) if file_shapes[k] != model_shapes[k])
+    problems = []
+    if unused:
+        problems.append(f"weights not used by the config's network: {_key_summary(unused)}")
+    if missing:
+        problems.append(f"parameters with no weights in the file: {_key_summary(missing)}")
+    if wrong:
+        problems.append(f"shape mismatches: {_key_summary(wrong)}")
+    if problems:
+        raise ModelLoadError(f"{str(weights_path)!r} does not match its config.json ({'; '.join(problems)}); "
+                             "the config must describe exactly the saved network")
 
 
 def load_eps_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> UNetEpsModel:

@@ -20,6 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from toy_models import GaussianToy
 
+    from ..checks import check_seed
+    from ..errors import require
+
+    check_seed(args.seed)
+    require(args.steps >= 1, f"--steps must be >= 1, got {args.steps}")
     for key, value in provenance(seed=args.seed).items():
         print(f"{key:>14}: {value}")
     presets = (IECConfig.official_ddpm(), IECConfig.official_ldm(), IECConfig.relaxed(0.5, 3))

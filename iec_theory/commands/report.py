@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 
 
@@ -27,16 +28,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sections", default=None,
                         help="comma-separated subset of sections: " + ",".join(s.key for s in SECTIONS))
     parser.add_argument("--keep-build", default=None, metavar="DIR",
-                        help="also copy the typst source and SVG figures to DIR")
+                        help="also copy the typst source and SVG figures to DIR (a new or empty folder; "
+                             "nothing in it is ever deleted)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any section failed")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..checks import check_output_dir, check_output_file, check_seed
     from ..report.builder import build_report
 
+    check_output_file(args.out, "--out")                    # before the build, not after it
+    check_seed(args.seed)
+    if args.keep_build is not None:
+        check_output_dir(args.keep_build, "--keep-build", must_be_empty=True)
     torch.set_num_threads(1)
+    # SIGTERM -> SystemExit, so the builder's finally blocks remove its temporaries (SIGKILL cannot be
+    # caught: the next run removes what it left, see builder.clean_stale_temporaries)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     run_real = args.run_real if args.run_real is not None else args.profile != "ci"
     sections = tuple(s.strip() for s in args.sections.split(",") if s.strip()) if args.sections else None
     command = "iec " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["report"] else None
@@ -48,4 +58,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"iec report: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"iec report: interrupted; {args.out} was not changed", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 1 if (args.strict and result.failures) else 0

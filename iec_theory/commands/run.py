@@ -24,12 +24,16 @@ def _spec_kind(path: str) -> str:
     if not p.is_file():
         return "toy"   # load_spec reports the missing file
     try:
-        return str(tomllib.loads(p.read_text()).get("kind", "toy"))
-    except tomllib.TOMLDecodeError:
-        return "toy"   # load_spec reports the TOML error
+        return str(tomllib.loads(p.read_text(encoding="utf-8")).get("kind", "toy"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return "toy"   # load_spec reports the TOML or encoding error
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checks import check_output_dir
+
+    if args.out is not None:
+        check_output_dir(args.out, "--out")
     if _spec_kind(args.spec) == "real":
         from . import real_eval
 

@@ -48,6 +48,12 @@ def save_grid(images, path: str | Path, nrow: int | None = None, pad: int = 2) -
     Image.fromarray(grid).save(path)
 
 
+def sample_memory_bytes(n: int, batch: int, steps: int, pixels: int) -> float:
+    """Estimated bytes: float32 x_T, outputs and x0 for all n images, uint8 images and grid, plus one
+    batch's trajectory (steps + 1 states) and about 64 float32 activations per pixel of the batch."""
+    return n * pixels * (3 * 4 + 2) + batch * pixels * 4 * (steps + 1 + 64)
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -55,13 +61,24 @@ def run(args: argparse.Namespace) -> int:
     from real_models.data import to_uint8_images
     from real_models.pretrained import DEFAULT_MODEL_DIR, load_default_model, model_metadata, weights_sha256
 
+    from ..checks import check_device, check_finite, check_memory, check_output_file, check_seed, check_threads
     from ..errors import require
     from ..iec import IECConfig
     from ..provenance import provenance
     from ..sampler import sample
 
     require(args.n >= 1, f"--n must be >= 1, got {args.n}")
+    require(args.steps >= 1, f"--steps must be >= 1, got {args.steps}")
     require(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
+    require(args.nrow is None or args.nrow >= 1, f"--nrow must be >= 1, got {args.nrow}")
+    check_output_file(args.out, "--out")
+    check_finite(args.eta, "--eta", 0.0)
+    if args.clip_x0 is not None:
+        check_finite(args.clip_x0, "--clip-x0", 0.0, strict=True)
+    check_output_file(Path(args.out).with_suffix(".json"), "--out (its .json record)")
+    check_threads(args.threads)
+    check_seed(args.seed)
+    check_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(int(args.threads))
     iec = None if args.iec in ("none", "", None) else IECConfig.preset(args.iec)
@@ -69,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     model_dir = Path(args.model_dir) if args.model_dir else DEFAULT_MODEL_DIR
     cfg = model.config
     shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+    check_memory(sample_memory_bytes(args.n, min(args.batch_size, args.n), args.steps, math.prod(shape)),
+                 f"sampling --n {args.n} images of shape {shape} (batch {args.batch_size}, {args.steps} steps)")
     gen = torch.Generator().manual_seed(args.seed)
     x_T = torch.randn((args.n, *shape), generator=gen)  # all initial noise first: independent of batch size
     noise_gen = torch.Generator().manual_seed(args.seed + 1)

@@ -15,8 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checks import check_output_dir
     from ..harness import load_spec, run_sweep
 
+    if args.out is not None:
+        check_output_dir(args.out, "--out")
+    require(args.workers is None or args.workers >= 1, f"--workers must be an integer >= 1, got {args.workers}")
     spec = load_spec(args.spec)
     require("sweep" in spec.raw, "sweep: the spec has no [sweep] table (use `iec run` for a single run)")
     res = run_sweep(spec, args.out, args.workers, progress=not args.no_progress)

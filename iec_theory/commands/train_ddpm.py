@@ -3,7 +3,10 @@
 Example (the committed default):
     iec train-ddpm --data ../shared/data/cifar10 --config small --threads 1 --max-minutes 90 \
         --run-dir runs/ddpm_small
-    iec train-ddpm --export-only --run-dir runs/ddpm_small      # write real_models/weights/ddpm_cifar10_small
+    iec train-ddpm --export-only --run-dir runs/ddpm_small --export-default   # replace the committed default
+
+Without --export-default or --export-dir the weights are exported to <run-dir>/export. SIGINT/SIGTERM
+save a checkpoint and exit (code 130/143); rerun the same command to resume.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="total optimizer steps (over all sessions)")
     parser.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget of this invocation")
     parser.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    parser.add_argument("--checkpoint-steps", type=int, default=None,
+                        help="also checkpoint every N steps (default: by time only)")
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
@@ -42,7 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run dir")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--export-dir", default=None,
-                        help="where to export the EMA weights (default real_models/weights/ddpm_cifar10_small)")
+                        help="where to export the EMA weights (default <run-dir>/export): a new or empty folder, "
+                             "or a previous export (replaced; its quality.json and sample grids are removed)")
+    parser.add_argument("--export-default", action="store_true",
+                        help="export over the committed default model real_models/weights/ddpm_cifar10_small "
+                             "that sample, real-eval and report use (removes its quality.json and sample grids, "
+                             "which describe the old weights)")
     parser.add_argument("--export-weights", default="ema", choices=["ema", "model"])
     parser.add_argument("--no-export", action="store_true", help="do not export after training")
     parser.add_argument("--export-only", action="store_true", help="export the run's last checkpoint and exit")
@@ -54,21 +64,55 @@ def unet_config_by_name(name: str) -> dict:
     return {"small": small_config, "tiny": tiny_config, "ddpm-cifar10": ddpm_cifar10_config}[name]()
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Every argument checked before the data is read (one-line errors)."""
+    from ..checks import check_finite, check_output_dir, check_seed, check_threads
+    from ..errors import require
+
+    check_output_dir(args.run_dir, "--run-dir")
+    if args.export_dir is not None:
+        check_output_dir(args.export_dir, "--export-dir")
+        require(not args.export_default, "give --export-dir or --export-default, not both")
+    check_threads(args.threads)
+    check_seed(args.seed)
+    check_finite(args.lr, "--lr", 0.0, strict=True)
+    check_finite(args.grad_clip, "--grad-clip (0 = no clipping)", 0.0)
+    check_finite(args.ema_decay, "--ema-decay", 0.0)
+    require(args.ema_decay < 1.0, f"--ema-decay must be < 1, got {args.ema_decay}")
+    check_finite(args.checkpoint_minutes, "--checkpoint-minutes", 0.0, strict=True)
+    if args.max_minutes is not None:
+        check_finite(args.max_minutes, "--max-minutes", 0.0, strict=True)
+    require(args.max_steps is None or args.max_steps >= 0, f"--max-steps must be >= 0, got {args.max_steps}")
+    require(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
+    require(args.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {args.warmup_steps}")
+    require(args.log_every >= 1, f"--log-every must be >= 1, got {args.log_every}")
+    require(args.checkpoint_steps is None or args.checkpoint_steps >= 1,
+            f"--checkpoint-steps must be >= 1, got {args.checkpoint_steps}")
+    require(args.limit is None or args.limit >= 1, f"--limit must be >= 1 (a number of images), got {args.limit}")
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import torch
 
     from real_models.checkpoint import CKPT_NAME
-    from real_models.train import DEFAULT_EXPORT_DIR, TrainConfig, Trainer, export_run
+    from real_models.train import DEFAULT_EXPORT_DIR, TrainConfig, Trainer, check_export_dir, export_run
 
     from ..errors import ConfigError
 
+    _check_args(args)
     if args.threads is not None:
         torch.set_num_threads(int(args.threads))
-    export_dir = Path(args.export_dir) if args.export_dir else DEFAULT_EXPORT_DIR
+    if args.export_default:
+        export_dir = DEFAULT_EXPORT_DIR
+    else:
+        export_dir = Path(args.export_dir) if args.export_dir else Path(args.run_dir) / "export"
+    if args.export_only or not args.no_export:
+        check_export_dir(export_dir, allow_default=args.export_default)   # before any training
     if args.export_only:
-        out = export_run(args.run_dir, export_dir, weights=args.export_weights)
+        out = export_run(args.run_dir, export_dir, weights=args.export_weights, allow_default=args.export_default,
+                         log=print)
         print(f"exported {args.export_weights} weights of {args.run_dir} to {out}")
         return 0
     if args.no_resume and (Path(args.run_dir) / CKPT_NAME).exists():
@@ -76,18 +120,20 @@ def run(args: argparse.Namespace) -> int:
 
     from real_models.data import load_cifar10, resolve_root
 
-    root = resolve_root(args.data)
-    images, _ = load_cifar10("train", root, progress=not args.no_progress)
-    if args.limit is not None:
-        images = images[: args.limit]
     cfg = TrainConfig(
         unet_config=unet_config_by_name(args.config), batch_size=args.batch_size, lr=args.lr,
         warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, ema_decay=args.ema_decay, seed=args.seed,
         max_steps=args.max_steps, max_minutes=args.max_minutes, checkpoint_minutes=args.checkpoint_minutes,
-        log_every=args.log_every, hflip=not args.no_flip, precision=args.precision,
-        channels_last=args.channels_last, init_from=args.init_from,
-        dataset=f"CIFAR-10 train from {root} ({len(images)} images)", extra={"config_name": args.config},
+        checkpoint_steps=args.checkpoint_steps, log_every=args.log_every, hflip=not args.no_flip,
+        precision=args.precision, channels_last=args.channels_last, init_from=args.init_from,
+        extra={"config_name": args.config},
     )
+    cfg.validate()                     # before reading the data
+    root = resolve_root(args.data)
+    images, _ = load_cifar10("train", root, progress=not args.no_progress)
+    if args.limit is not None:
+        images = images[: args.limit]
+    cfg.dataset = f"CIFAR-10 train from {root} ({len(images)} images)"
     trainer = Trainer(images, cfg, args.run_dir, resume=not args.no_resume, progress=not args.no_progress)
     if trainer.resumed_from is not None:
         print(f"resuming {args.run_dir} from step {trainer.resumed_from}", flush=True)
@@ -96,7 +142,15 @@ def run(args: argparse.Namespace) -> int:
     state = trainer.run()
     summary = {k: state[k] for k in ("step", "images_seen", "epoch", "train_seconds", "last_loss")}
     print(json.dumps(summary), flush=True)
+    if trainer.interrupted is not None:
+        import signal
+
+        name = signal.Signals(trainer.interrupted).name
+        print(f"interrupted by {name} at step {state['step']}: checkpoint saved in {args.run_dir}; run the same "
+              "command again to resume (not exported)", flush=True)
+        return 128 + int(trainer.interrupted)
     if not args.no_export:
-        out = export_run(args.run_dir, export_dir, weights=args.export_weights)
+        out = export_run(args.run_dir, export_dir, weights=args.export_weights, allow_default=args.export_default,
+                         log=print)
         print(f"exported {args.export_weights} weights to {out}", flush=True)
     return 0

@@ -37,11 +37,19 @@ def _fmt(v: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checks import check_output_file, check_seed
     from ..errors import require
     from ..theorems import THEOREMS
     from ..theorems.suite import default_suite, run_suite
 
     require(args.instances >= 1, f"--instances must be >= 1, got {args.instances}")
+    check_seed(args.seed)
+    # the suite derives instance seeds as seed * 100_003 + i (+ small offsets); keep them below 2**64
+    seed_max = (2**64 - 1 - 10**7 - args.instances) // 100_003
+    require(args.seed <= seed_max, f"--seed must be <= {seed_max} (instance seeds are derived as "
+                                   f"seed * 100003 + i), got {args.seed}")
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     torch.set_num_threads(1)
     suite = default_suite(args.instances, args.seed)
 

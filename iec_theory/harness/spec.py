@@ -61,8 +61,9 @@ from typing import Any
 import torch
 
 from ..baselines import METHODS
+from ..checks import check_memory
 from ..errors import ConfigError, require
-from ..iec import IECConfig, StepSelection
+from ..iec import IECConfig, StepSelection, check_K_memory
 from ..perturbations import Cache, Compose, Perturbation, StepLocalized, make_perturbation
 from ..schedules import Schedule
 
@@ -223,6 +224,24 @@ def _build_model(m: dict, schedule: Schedule, seed: int) -> Any:
     return GaussianToy(mean, 0.5 * (cov + cov.T), schedule)
 
 
+def _check_sizes(m: dict, T: int, batch: int) -> None:
+    """Refuse (before allocating) a model or batch whose float64 tensors would exceed the memory limit."""
+    d = m.get("dim")
+    if not isinstance(d, int) or isinstance(d, bool) or d < 1:
+        return                                  # _build_model names the field
+    kind = m.get("kind")
+    if kind == "gaussian":
+        model_bytes, parts = 8 * d * d * 6, "dense d x d covariance, eigenbasis and rotation"
+    elif kind == "mixture":
+        k = len(m["weights"]) if isinstance(m.get("weights"), list) and m["weights"] else 1
+        model_bytes, parts = 8 * d * d * k * 4, f"{k} dense d x d component covariances"
+    else:
+        model_bytes, parts = 8 * d * 8, "diagonal variances and work vectors"
+    check_memory(model_bytes, f"model.dim = {d} ({kind}: {parts})")
+    check_memory(8 * batch * d * (T + 1) * 8, f"sampler.batch = {batch} with model.dim = {d} and sampler.T = {T} "
+                                              "(float64 trajectories [T + 1, batch, dim] of the paired runs)")
+
+
 def _find_cache(model: Any) -> Cache | None:
     stack = [model]
     while stack:
@@ -283,6 +302,7 @@ def _build_iec(t: Any, where: str, T: int, efficient: Any) -> IECConfig:
         return IECConfig(base.K, base.lambdas, tol, noise, select, base.name)
     require("K" in t, f"{where}.K: required (or give preset)")
     K = _int(t["K"], f"{where}.K", 0)
+    check_K_memory(K, T, f"{where}.K")
     lam = t.get("lambda", 0.5)
     if isinstance(lam, list):
         require(len(lam) == K, f"{where}.lambda: needs K = {K} values, got {len(lam)}")
@@ -329,6 +349,7 @@ def validate_spec(raw: dict, path: str | None = None) -> Spec:
     batch = _int(smp.get("batch", 64), "sampler.batch", 1)
     model_t = _table(raw, "model", True)
     _unknown(model_t, MODEL_KEYS, "model")
+    _check_sizes(model_t, T, batch)
     toy = _build_model(model_t, schedule, seed)
     pert = raw.get("perturbation")
     if pert is not None:
@@ -419,7 +440,10 @@ def load_spec(path: str | Path) -> Spec:
     if not p.is_file():
         raise FileNotFoundError(f"spec file not found: {p}")
     try:
-        raw = tomllib.loads(p.read_text())
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not a UTF-8 text file (TOML specs must be UTF-8): {exc.reason} at byte "
+                          f"{exc.start}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
     return validate_spec(raw, str(p))

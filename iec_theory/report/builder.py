@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checks import check_output_dir, check_output_file
 from . import typst_util as tu
 from .figures import FigureRecord, save_figure
 
@@ -173,6 +174,43 @@ def page_count(pdf: bytes) -> int:
     return len(re.findall(rb"/Type\s*/Page(?![s\w])", pdf))
 
 
+def clean_stale_temporaries(out: Path) -> list[Path]:
+    """Remove `.{out.name}.<pid>.<random>.tmp` files (our own naming) left by a killed run.
+
+    A temporary whose pid is a live process other than this one is kept (a concurrent build); legacy
+    names without a pid (`.{out.name}.<random>.tmp`) are removed. Returns the removed paths.
+    """
+    removed = []
+    for f in out.parent.glob(f".{glob_escape(out.name)}.*.tmp"):
+        middle = f.name[len(out.name) + 2: -len(".tmp")]
+        pid_text = middle.split(".", 1)[0] if "." in middle else ""
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
+            continue
+        try:
+            f.unlink()
+            removed.append(f)
+        except OSError:
+            pass
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """name with glob metacharacters escaped."""
+    import glob
+
+    return glob.escape(name)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
 def build_report(profile: str = "quick", out: str | os.PathLike = "reports/iec_report.pdf", seed: int = 0,
                  results_dirs: tuple[str | os.PathLike, ...] = ("results", "runs"),
                  sections: tuple[str, ...] | None = None,
@@ -189,8 +227,11 @@ def build_report(profile: str = "quick", out: str | os.PathLike = "reports/iec_r
     if sections is not None and len(chosen) != len(set(sections)):
         known = [s.key for s in SECTIONS]
         raise ValueError(f"unknown section(s) {sorted(set(sections) - set(known))}; choose from {known}")
-    out = Path(out)
+    out = check_output_file(out, "out")
+    if keep_build is not None:
+        check_output_dir(keep_build, "keep_build", must_be_empty=True)
     out.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(out)
     t0 = time.perf_counter()
     build = Path(tempfile.mkdtemp(prefix="iec_report_"))
     try:
@@ -220,7 +261,7 @@ def build_report(profile: str = "quick", out: str | os.PathLike = "reports/iec_r
             source = source.replace(first, first + "\n#pagebreak()\n#outline(title: [Contents], depth: 2)\n", 1)
         (build / "main.typ").write_text(source, encoding="utf-8")
         log("typesetting with typst ...")
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent)
         os.close(fd)
         try:
             typst.compile(str(build / "main.typ"), output=tmp, root=str(build))
@@ -241,9 +282,7 @@ def build_report(profile: str = "quick", out: str | os.PathLike = "reports/iec_r
                            verdicts=list(ctx.verdicts), unavailable=list(ctx.unavailable), failures=failures,
                            source=source)
     finally:
-        if keep_build is not None:
-            dest = Path(keep_build)
-            if dest.exists():
-                shutil.rmtree(dest)
-            shutil.copytree(build, dest)
+        clean_stale_temporaries(out)  # ours too, wherever an interrupt landed (SIGKILL: the next run does it)
+        if keep_build is not None:   # checked empty (or absent) above; copy into it, delete nothing there
+            shutil.copytree(build, Path(keep_build), dirs_exist_ok=True)
         shutil.rmtree(build, ignore_errors=True)
