@@ -7,14 +7,20 @@ Folder contents:
 - `summary.json`: one row per method (NFE, final errors, growth label and rho, W2 / KL of the exact
   output law to the data law, and of the same method on the exact model);
 - `table.md`: the same rows as a markdown table (NFE column first);
-- `metadata.json` (written last: its presence marks the run finished): provenance (versions, seed,
-  git commit, machine), the spec and its hash, timings.
+- `metadata.json` (written last: its valid presence marks the run finished, see `is_finished`): provenance
+  (versions, seed, git commit, machine), the spec and its hash, timings.
+
+`compute_spec` computes everything in memory (a pure function of the spec); `write_results` writes the
+folder, each file atomically (temporary file + rename), so an interrupted write never leaves a
+half-written marker.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,8 @@ from ..exact_law import exact_output_law, law_distances
 from ..measure import measure
 from ..provenance import provenance
 from .spec import MethodSpec, Spec, load_spec, validate_spec
+
+__all__ = ["TABLE_COLUMNS", "compute_spec", "is_finished", "markdown_table", "run_spec", "write_results"]
 
 TABLE_COLUMNS = ("method", "NFE", "propagated_xbar", "deployment_xbar", "total_xbar", "growth", "rho", "W2", "KL",
                  "W2_exact_model")
@@ -98,14 +106,16 @@ def _exact_law_row(spec: Spec, m: MethodSpec) -> tuple[dict[str, Any], dict[str,
     return out, arrays
 
 
-def run_spec(spec: Spec | dict | str | Path, out_dir: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Run a spec (a Spec, a raw dict or a TOML path); write the results folder; return the summary."""
+def compute_spec(spec: Spec | dict | str | Path) -> dict[str, Any]:
+    """Run every method of a spec in memory (no files): a pure function of the spec.
+
+    Returns {"name", "rows", "arrays", "table", "meta"}: what `write_results` writes. Sweep workers call
+    this and return the result to the parent, which writes the cell folder (no shared filesystem needed).
+    """
     if isinstance(spec, (str, Path)):
         spec = load_spec(spec)
     elif isinstance(spec, dict):
         spec = validate_spec(spec)
-    out = Path(out_dir) if out_dir is not None else Path("results") / f"{spec.name}-{spec.hash[:8]}"
-    out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     t_start = time.perf_counter()
     g = torch.Generator().manual_seed(spec.seed)
@@ -147,14 +157,68 @@ def run_spec(spec: Spec | dict | str | Path, out_dir: str | Path | None = None, 
                 arrays[f"{m.label}/{k}"] = v
         timings[m.label] = time.perf_counter() - t0
         rows.append(row)
-    np.savez_compressed(out / "arrays.npz", **arrays)
-    (out / "summary.json").write_text(json.dumps(_jsonable({"name": spec.name, "rows": rows}), indent=2))
     table = markdown_table(rows)
-    (out / "table.md").write_text(f"# {spec.name}\n\n{spec.raw.get('description', '')}\n\n{table}\n")
     meta = provenance(seed=spec.seed, spec_hash=spec.hash, spec_path=spec.path, spec=spec.raw,
                       timings_s=timings, wall_s=time.perf_counter() - t_start)
-    (out / "metadata.json").write_text(json.dumps(_jsonable(meta), indent=2, default=str))
+    return {"name": spec.name, "rows": rows, "arrays": arrays,
+            "table": f"# {spec.name}\n\n{spec.raw.get('description', '')}\n\n{table}\n", "meta": meta}
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write bytes to path through a sibling temporary file and os.replace (never a half-written file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_results(result: dict[str, Any], out: str | Path) -> Path:
+    """Write a `compute_spec` result into the folder out; `metadata.json` last (its valid presence marks the
+    run finished, see `is_finished`). Every file is written atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **result["arrays"])
+    _atomic_write(out / "arrays.npz", buf.getvalue())
+    summary = _jsonable({"name": result["name"], "rows": result["rows"]})
+    _atomic_write(out / "summary.json", json.dumps(summary, indent=2).encode())
+    _atomic_write(out / "table.md", result["table"].encode())
+    _atomic_write(out / "metadata.json", json.dumps(_jsonable(result["meta"]), indent=2, default=str).encode())
+    return out
+
+
+def is_finished(out: str | Path, spec_hash: str | None = None) -> bool:
+    """True when out holds a complete run: `metadata.json` is a JSON object with a 64-hex `spec_hash` (equal
+    to spec_hash when given) and `summary.json` is a JSON object with a list of rows. A 0-byte, truncated
+    or foreign marker is not a finished run."""
+    out = Path(out)
+    try:
+        meta = json.loads((out / "metadata.json").read_text())
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(meta, dict) or not isinstance(summary, dict) or not isinstance(summary.get("rows"), list):
+        return False
+    h = meta.get("spec_hash")
+    if not (isinstance(h, str) and len(h) == 64):
+        return False
+    return spec_hash is None or h == spec_hash
+
+
+def run_spec(spec: Spec | dict | str | Path, out_dir: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Run a spec (a Spec, a raw dict or a TOML path); write the results folder; return the summary."""
+    if isinstance(spec, (str, Path)):
+        spec = load_spec(spec)
+    elif isinstance(spec, dict):
+        spec = validate_spec(spec)
+    out = Path(out_dir) if out_dir is not None else Path("results") / f"{spec.name}-{spec.hash[:8]}"
+    result = compute_spec(spec)
+    write_results(result, out)
+    rows = result["rows"]
     if not quiet:
         print(f"{spec.name}: results in {out}")
-        print(table)
+        print(markdown_table(rows))
     return {"name": spec.name, "out": str(out), "rows": rows}
