@@ -65,6 +65,12 @@ class SegmentConstants:
     L: float          # sup of the spectral norm
     exact: bool       # True when the constants are exact (constant Jacobian), False when sampled
     points: int       # number of states the worst case was taken over
+    rigorous: bool = False   # True for rigorous bounds that are not exact (interval bounds of elementwise errors)
+
+    @property
+    def certified(self) -> bool:
+        """Exact or rigorous (a proof), as opposed to sampled over the segment (an estimate)."""
+        return self.exact or self.rigorous
 
     def xbar(self, abar_t: float) -> tuple[float, float]:
         """(mbar, Lbar) of xbar -> eps(sqrt(abar_t) xbar)."""
@@ -278,7 +284,7 @@ def _elementwise_segment_constants(model: Any, x0: torch.Tensor, x1: torch.Tenso
     e_hi = torch.linalg.eigvalsh(C + (W.T * d_hi) @ W)
     m = float(e_lo[0])
     L = max(abs(float(e_lo[0])), abs(float(e_hi[-1])))
-    return SegmentConstants(m, L, bool(torch.equal(lo, hi)), 1)
+    return SegmentConstants(m, L, bool(torch.equal(lo, hi)), 1, rigorous=True)
 
 
 def length_scale(model: Any, t: int) -> float | None:

@@ -126,7 +126,7 @@ MUTANTS: tuple[Mutant, ...] = (
       'hyps.append(Hypothesis("the fixed point y~* found (Newton) at every IEC step", not missing,',
       'hyps.append(Hypothesis("the fixed point y~* found (Newton) at every IEC step", True,',
       "T5 drops steps whose fixed point was not found"),
-    M("t5_certified_ignored", "iec_theory/theorems/t5.py", "certified = certified and bool(c.exact)",
+    M("t5_certified_ignored", "iec_theory/theorems/t5.py", "certified = certified and bool(c.certified)",
       "certified = True", "sampled mixture constants reported as certified"),
     M("t6_start_zero_only", "iec_theory/theorems/t6.py", "for m in range(T):", "for m in range(1):",
       "T6 lower bound only from the start (vacuous whenever delta_T = 0)"),

@@ -20,7 +20,8 @@ def batch_segment_constants(model: Any, x0: torch.Tensor, x1: torch.Tensor, t: i
         if out is None:
             out = c
         else:
-            out = SegmentConstants(min(out.m, c.m), max(out.L, c.L), out.exact and c.exact, out.points + c.points)
+            out = SegmentConstants(min(out.m, c.m), max(out.L, c.L), out.exact and c.exact, out.points + c.points,
+                                  out.certified and c.certified)
     return out
 
 

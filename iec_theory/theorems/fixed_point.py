@@ -90,4 +90,4 @@ def contraction_factor(model: Any, k: StepCoefficients, lam: float, y_prev: torc
     c = batch_segment_constants(model, y_prev, ystar, k.t)
     if c is None:
         return None
-    return q_factor(lam, k.b, c.m, c.L), bool(c.exact)
+    return q_factor(lam, k.b, c.m, c.L), bool(c.certified)

@@ -34,7 +34,7 @@ class T1(Theorem):
             if st.iec:
                 continue
             c = batch_segment_constants(run.exact, st.x_t, st.xp_t, st.k.t)
-            certified = certified and bool(c is not None and c.exact)
+            certified = certified and bool(c is not None and c.certified)
             assert c is not None, "exact toy Jacobians are always certifiable"
             xin, yout = st.calls_pert[0]
             eta = norm(yout - eval_model(run.exact, xin, st.k.t))

@@ -42,7 +42,7 @@ class T1m(Theorem):
             if st.iec:
                 continue
             c = batch_segment_constants(run.exact, st.x_t, st.xp_t, st.k.t)
-            certified = certified and bool(c is not None and c.exact)
+            certified = certified and bool(c is not None and c.certified)
             assert c is not None
             mbar, Lbar = c.xbar(st.k.abar_t)
             h = st.h

@@ -69,7 +69,7 @@ def _step_quantities(run: PairedRun, st: StepData) -> dict | None:
     it_r = _iteration_bound(run.exact, st, st.x_t, lams[: st.corr_ref], ystar)
     return {"ystar": ystar, "ytil": ytil, "m": c.m, "denom": denom, "eta_star": eta_star, "dt": dt,
             "fp_measured": norm(ytil - ystar), "fp_bound": (k.a * dt + abs(k.b) * eta_star) / denom if denom > 0
-            else math.inf, "it_pert": it_p, "it_ref": it_r, "certified": bool(c.exact)}
+            else math.inf, "it_pert": it_p, "it_ref": it_r, "certified": bool(c.certified)}
 
 
 class T4(Theorem):

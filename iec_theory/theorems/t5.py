@@ -66,7 +66,7 @@ class T5(Theorem):
             qk = []
             for k in range(1, K + 1):
                 c = batch_segment_constants(run.perturbed, iterates[k - 1], ystar, st.k.t)
-                certified = certified and bool(c.exact)
+                certified = certified and bool(c.certified)
                 q = q_factor(run.iec.lambdas[k - 1], st.k.b, c.m, c.L)
                 qk.append(q)
                 prod *= q
