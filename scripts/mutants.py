@@ -141,6 +141,22 @@ MUTANTS: tuple[Mutant, ...] = (
     # ---- growth classification ----------------------------------------------------------------------------
     M("ratio_without_dsigma", "iec_theory/growth.py", "inc = np.cumsum(ds * eta)", "inc = np.cumsum(eta)",
       "R_n without the dsigma weights"),
+    M("growth_label_from_R", "iec_theory/growth.py",
+      'return GrowthResult(label_E, float(fit_E["rho"]), float(fit_E["kappa"]), "E", label_E, label_R,',
+      'return GrowthResult(label_R or label_E, float(fit_E["rho"]), float(fit_E["kappa"]), "E", label_E, label_R,',
+      "the label decided on R when local errors are given"),
+    M("growth_kappa_threshold", "iec_theory/growth.py", "KAPPA_EXP = 3.0 ", "KAPPA_EXP = 0.5 ",
+      "exponential threshold kappa lowered to 0.5"),
+    M("growth_no_loo", "iec_theory/growth.py", "    sensitive = n[labels[1:] != label]\n",
+      "    sensitive = n[:0]\n", "leave-one-out consistency dropped (one point can flip the label)"),
+    M("growth_no_jump_flag", "iec_theory/growth.py", "    if jumps:\n        label = \"inconclusive\"\n",
+      "    if False:\n        label = \"inconclusive\"\n", "isolated single-point jumps no longer inconclusive"),
+    M("growth_superlinear_never", "iec_theory/growth.py",
+      'sup = ~expo & (f["p"] >= superlinear_p) & (F >= crit)', 'sup = ~expo & (f["p"] >= 1e9) & (F >= crit)',
+      "polynomial growth called linear"),
+    M("growth_geo_needs_cap", "iec_theory/growth.py", "(kappa >= kappa_exp) & ((f[\"rss_g\"] <= f[\"rss_p\"] + floor)",
+      "(kappa >= kappa_exp) & (kappa <= 60.0) & ((f[\"rss_g\"] <= f[\"rss_p\"] + floor)",
+      "an exponent cap: very fast curves fall through to linear"),
 )
 
 
@@ -205,8 +221,15 @@ def main(argv: list[str] | None = None) -> int:
         with ThreadPoolExecutor(max_workers=len(repos)) as ex:
             # one repository copy per worker: mutants are applied in place, so a copy runs one mutant at a time
             chunks = [mutants[j::len(repos)] for j in range(len(repos))]
-            futs = [ex.submit(lambda ms, r: [run_mutant(m, r, args.timeout) for m in ms], ch, r)
-                    for ch, r in zip(chunks, repos)]
+            def run_chunk(ms: list[Mutant], r: Path) -> list[dict]:
+                out = []
+                for m in ms:
+                    res = run_mutant(m, r, args.timeout)
+                    print(f"  {res['result']:<9} {m.name} ({res.get('seconds', 0)} s)", flush=True)
+                    out.append(res)
+                return out
+
+            futs = [ex.submit(run_chunk, ch, r) for ch, r in zip(chunks, repos)]
             for f in futs:
                 results.extend(f.result())
     finally:
