@@ -5,6 +5,7 @@ reads what a reader of the PDF sees, which a query of the typst source would not
 from __future__ import annotations
 
 import re
+import time
 import unicodedata
 from pathlib import Path
 
@@ -31,10 +32,48 @@ def _pdf_text(path: Path) -> str:
     return "\n".join(page.extract_text() or "" for page in reader.pages)
 
 
+def _real_results_fixture(root: Path) -> Path:
+    """A small real-model results folder for experiments/real_quick.toml (the ci profile runs no network).
+
+    Its numbers are test data, not measurements: they exercise page 1's real-network answer, which must
+    read and trace them like the numbers of a real run."""
+    import json
+
+    from real_models.experiment import load_real_spec
+
+    spec = load_real_spec(Path(__file__).resolve().parents[1] / "experiments" / "real_quick.toml")
+
+    def row(label, scheme, iec, quant, nfe, fd, kid, prop, growth="linear"):
+        return {"label": label, "scheme": scheme, "iec": {"name": "official_ddpm"} if iec else None,
+                "model": {"quant": quant, "cache": 0}, "NFE": nfe, "propagated_xbar": prop,
+                "growth_propagated": {"label": growth, "kappa": 0.0, "rho": 1.0, "series": "R"},
+                "quality": {"FD_cifarnet": fd, "KID_cifarnet": kid, "KID_cifarnet_std": 0.05}}
+
+    rows = [row("FP", "ddim", False, "none", 20, 36.3, 0.598, 0.0, "zero"),
+            row("FP+IEC", "iec", True, "none", 40, 37.5, 0.617, 0.0, "zero"),
+            row("W4A8", "ddim", False, "W4A8", 20, 30.9, 0.418, 135.7),
+            row("W4A8+IEC", "iec", True, "W4A8", 40, 31.7, 0.423, 117.2),
+            row("W4A8+DDIM40", "ddim_matched", False, "W4A8", 40, 32.0, 0.430, 162.9),
+            row("W4A8+Heun", "heun", False, "W4A8", 39, 30.7, 0.380, 119.1)]
+    folder = root / f"real_quick-{spec.hash[:8]}"
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({
+        "kind": "real", "name": "real_quick", "spec_hash": spec.hash, "rows": rows,
+        "settings": {"T": 20, "eta": 0.0, "batch": 16, "seed": 0, "iec_preset": "official_ddpm", "threads": 1},
+        "model": {"dir": "real_models/weights/ddpm_cifar10_small", "num_parameters": 1113955,
+                  "weights_sha256": "0" * 64},
+        "provenance": {"seed": 0, "git_commit": "test"},
+        "quality_table": {"columns": ["row", "NFE", "FD_cifarnet"],
+                          "rows": [[r["label"], r["NFE"], r["quality"]["FD_cifarnet"]] for r in rows]}}))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def ci_report(tmp_path_factory):
     d = tmp_path_factory.mktemp("report")
-    res = build_report("ci", out=d / "ci.pdf", seed=0, keep_build=d / "build", log=lambda m: None)
+    _real_results_fixture(d / "results")
+    res = build_report("ci", out=d / "ci.pdf", seed=0, keep_build=d / "build", log=lambda m: None,
+                       results_dirs=(d / "results",))
     return res, d
 
 
@@ -115,8 +154,202 @@ def test_same_inputs_give_the_same_pdf(tmp_path):
     assert (tmp_path / "a.pdf").read_bytes() == (tmp_path / "b.pdf").read_bytes()
 
 
-def test_report_command_is_registered():
+def test_report_command_is_registered_and_writes_to_an_ignored_folder_by_default():
+    import subprocess
+
     from iec_theory.cli import build_parser
 
     args = build_parser().parse_args(["report", "--profile", "ci", "--out", "x.pdf", "--seed", "4"])
     assert (args.profile, args.out, args.seed) == ("ci", "x.pdf", 4)
+    default = build_parser().parse_args(["report"]).out
+    assert not default.startswith("reports/"), "the default run would overwrite the committed reference PDF"
+    root = Path(__file__).resolve().parents[1]
+    ignored = subprocess.run(["git", "check-ignore", "-q", default], cwd=root)
+    if ignored.returncode in (0, 1):          # 128: not a git checkout (e.g. an sdist): nothing to check
+        assert ignored.returncode == 0, f"{default} is not ignored by git: a run would leave git status dirty"
+
+
+# ---- machine checks of what a reviewer sees -------------------------------------------------------------
+
+def _plain(markup: str) -> str:
+    """Typst markup of page 1 as plain text: code lines, source lines and escapes removed."""
+    text = re.sub(r"#srcline\[(?:[^\]\\]|\\.)*\]", " ", markup)
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(("#set", "#show", "#[", "]")))
+    text = re.sub(r"^=+ ", "", text, flags=re.M)
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def untraced_numbers(markup: str, facts) -> list[str]:
+    """Numbers in the page-1 markup that were not printed through ctx.fact (multiset difference)."""
+    from collections import Counter
+
+    from iec_theory.report.facts import NUMBER
+
+    left = Counter(f.text for f in facts)
+    bad = []
+    for m in NUMBER.finditer(_plain(markup)):
+        if left[m.group(0)] > 0:
+            left[m.group(0)] -= 1
+        else:
+            bad.append(m.group(0))
+    return bad
+
+
+def test_untraced_number_check_catches_a_hard_coded_number():
+    from iec_theory.report.facts import Fact
+
+    facts = [Fact(text="0.291", file="x.json", pointer=("rows", 0, "W2"))]
+    assert untraced_numbers("IEC reaches W2 0\\.291 on W4A8 at T1m", facts) == []
+    assert untraced_numbers("IEC reaches W2 0\\.291 and Heun 0\\.253", facts) == ["0.253"]
+    assert untraced_numbers("#srcline[source\\: results\\/real\\_quick\\-3a7c1890\\/results\\.json]", []) == []
+
+
+def test_every_number_on_page_1_is_traced_to_a_results_file(ci_report):
+    from iec_theory.report.facts import read_back, resolve
+
+    res, d = ci_report
+    summary = res.parts["summary"]
+    facts = [f for f in res.facts if f.section == "summary"]
+    assert len(facts) >= 10, "page 1 prints too few numbers to answer its three questions"
+    assert untraced_numbers(summary, facts) == [], "numbers on page 1 that no results file backs"
+    for f in facts:
+        path = resolve(f.file, d / "build")
+        assert path.is_file(), f"{f.text}: results file {f.file} does not exist"
+        assert f.display_file().split(" ")[0] in re.sub(r"\\(.)", r"\1", summary), f"{f.file} not cited on page 1"
+        if f.pointer:
+            assert read_back(f, d / "build") == f.text, f"{f.text} is not the value at {f.file} {f.pointer}"
+        else:
+            assert f.note, f"derived number {f.text} from {f.file} does not say how it is derived"
+    # page 1 is one page and carries the three answers, the real network's included
+    page1 = _norm(pypdf.PdfReader(str(d / "ci.pdf")).pages[0].extract_text())
+    for head in ("What holds on toy models", "paper's own ground", "What IEC buys at equal compute"):
+        assert _norm(head) in page1, head
+    for f in facts:
+        assert _norm(f.text) in page1, f"{f.text} is not on page 1 of the PDF"
+    assert _norm("configurations with a propagated error grow at most linearly") in page1
+    assert _norm("worsens the output law") in page1 or _norm("improves the output law") in page1
+
+
+def test_no_none_and_no_absolute_path_in_the_report(ci_report):
+    res, d = ci_report
+    text = _pdf_text(d / "ci.pdf")
+    for where, body in (("typst source", re.sub(r"\\(.)", r"\1", res.source)), ("PDF text", text)):
+        assert not re.search(r"\bNone\b", body), f"'None' in the {where}"
+        hits = re.findall(r"(?<![\w.~)])/(?:home|work|tmp|root|Users|usr|var|mnt|opt|private)/[\w./-]*", body)
+        assert not hits, f"absolute paths in the {where}: {hits[:3]}"
+
+
+def test_no_empty_section_or_heading(ci_report):
+    res, _ = ci_report
+    assert tu.empty_headings(res.source) == [], [res.source.splitlines()[i] for i in tu.empty_headings(res.source)]
+    for key, part in res.parts.items():
+        body = part.split("\n", 1)[1] if "\n" in part else ""
+        assert len(re.sub(r"\s", "", body)) > 40, f"section {key} is (almost) empty"
+
+
+def test_every_figure_axis_is_labelled(ci_report):
+    res, _ = ci_report
+    assert all(fig.axes for fig in res.figures), "a figure recorded no axes"
+    bad = [msg for fig in res.figures for msg in fig.unlabelled()]
+    assert not bad, bad
+
+
+def test_axis_label_hook_sees_a_missing_label(tmp_path):
+    from iec_theory.report.figures import save_figure
+
+    def draw(fig, d):
+        ax1, ax2 = fig.subplots(1, 2)
+        ax1.plot(d["x"])
+        ax1.set_xlabel("step")
+        ax1.set_ylabel("error")
+        ax2.plot(d["x"])
+        ax2.set_xlabel("step")
+
+    rec = save_figure(tmp_path, "f", {"x": [1.0, 2.0]}, draw)
+    assert rec.unlabelled() == ["f: panel 1 (untitled) has no y label"]
+
+
+def test_empty_heading_is_dropped():
+    src = "== A\n\n== B\ntext\n=== C\n== D\n=== E\nbody\n"
+    out, dropped = tu.drop_empty_headings(src)
+    assert dropped == ["== A", "=== C"] and tu.empty_headings(out) == []
+
+
+def test_absolute_paths_are_shown_relative():
+    assert tu.relativize_paths("Model /somewhere/checkout/real_models/weights/x ok") == "Model real_models/weights/x ok"
+    assert "/home/" not in tu.text("data in /home/alice/data/cifar10")
+    assert tu.relativize_paths("u in [1e-3, 1e2], 1/2, (a)/2/3") == "u in [1e-3, 1e2], 1/2, (a)/2/3"
+    assert tu.cell(None) == "[n\\/a]"
+
+
+# ---- the first run: commands fail fast, progress goes to stderr -----------------------------------------
+
+def test_sample_rejects_bad_arguments_before_loading_the_model(monkeypatch, capsys):
+    import real_models.pretrained as pre
+    from iec_theory.cli import main
+
+    def boom(*a, **k):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(pre, "load_default_model", boom)
+    for bad in (["--steps", "-3"], ["--n", "0"], ["--batch-size", "0"], ["--eta", "nan"], ["--clip-x0", "0"],
+                ["--threads", "0"], ["--iec", "officialddpm"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["sample", *bad])
+        assert exc.value.code == 2, bad
+        assert "error: argument" in capsys.readouterr().err
+    assert main(["sample", "--steps", "5000", "--out", "x.png"]) == 2
+    assert "--steps must be <=" in capsys.readouterr().err
+
+
+def test_sample_default_threads_is_the_measured_best():
+    import json
+
+    from iec_theory.cli import build_parser
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "sample_threads.json"
+    rec = json.loads(path.read_text())
+    default = build_parser().parse_args(["sample"]).threads
+    best = rec["best"]
+    assert str(default) == best or (default is None and best == "torch default"), (default, best)
+
+
+def test_verify_prints_progress_on_stderr_and_keeps_stdout_a_table(capsys):
+    from iec_theory.cli import main
+
+    assert main(["verify", "--instances", "3"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out.splitlines()[0].split()[:2] == ["theorem", "instances"]
+    assert "instances checked" not in cap.out and "3/3 instances checked" in cap.err
+
+
+def test_report_logs_progress_per_section_and_a_heartbeat(tmp_path, monkeypatch):
+    from iec_theory.report import builder
+
+    monkeypatch.setattr(builder, "HEARTBEAT_SECONDS", 0.05)
+    lines = []
+    orig = builder._run_section
+
+    def slow(ctx, sec, failures):
+        time.sleep(0.2)
+        return orig(ctx, sec, failures)
+
+    monkeypatch.setattr(builder, "_run_section", slow)
+    build_report("ci", out=tmp_path / "r.pdf", sections=("appendix",), log=lines.append)
+    assert any(line.startswith("[1/1] Reproducibility appendix") for line in lines)
+    assert any("still running" in line for line in lines), lines
+
+
+def test_first_jvp_after_the_report_preload_raises_no_jit_script_warning():
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('error')\n"
+            "from iec_theory.report.builder import import_jvp_decompositions\n"
+            "import_jvp_decompositions()\n"
+            "import torch\n"
+            "f = lambda x: torch.nn.functional.group_norm(x.view(1, 4, 1), 2)\n"
+            "torch.func.jvp(f, (torch.ones(4),), (torch.ones(4),))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -7,6 +7,8 @@ import shlex
 import signal
 import sys
 
+DEFAULT_OUT = "build/iec_report.pdf"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..report.builder import PROFILES, SECTIONS
@@ -14,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     profiles = ", ".join(f"{p.name}: {p.expected_time}" for p in PROFILES.values())
     parser.add_argument("--profile", choices=list(PROFILES), default="quick",
                         help=f"sizes of the experiments ({profiles}); default quick")
-    parser.add_argument("--out", default="reports/iec_report.pdf", help="PDF to write (default %(default)s)")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help="PDF to write (default %(default)s, an ignored folder, so a run leaves git status "
+                             "clean; the committed reference copy is rebuilt with --out reports/iec_report.pdf)")
     parser.add_argument("--seed", type=int, default=0, help="seed for every random draw (default %(default)s)")
     parser.add_argument("--results", action="append", default=None, metavar="DIR",
                         help="results folder(s) of `iec run` / the real-model code to read (default: results and runs)")
@@ -31,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also copy the typst source and SVG figures to DIR (a new or empty folder; "
                              "nothing in it is ever deleted)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any section failed")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines (they go to stderr)")
+
+
+def _progress(msg: str) -> None:
+    """Progress lines go to stderr, so stdout carries only the final summary line."""
+    print(msg, file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         result = build_report(profile=args.profile, out=args.out, seed=args.seed,
                               results_dirs=tuple(args.results or ("results", "runs")), sections=sections,
                               keep_build=args.keep_build, command=command,
-                              reuse_results=args.reuse_results, run_real=run_real)
+                              reuse_results=args.reuse_results, run_real=run_real,
+                              log=(lambda m: None) if args.quiet else _progress)
     except ValueError as exc:
         print(f"iec report: error: {exc}", file=sys.stderr)
         return 2
@@ -63,4 +74,6 @@ def run(args: argparse.Namespace) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+    print(f"wrote {result.out} ({result.pages} pages) in {result.seconds:.0f} s"
+          + (f"; {len(result.failures)} section(s) FAILED" if result.failures else ""))
     return 1 if (args.strict and result.failures) else 0

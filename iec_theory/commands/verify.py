@@ -31,7 +31,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the suite's random draws")
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes (results do not depend on the count; default 1)")
-    parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (it goes to stderr; stdout is the table)")
+
+
+def _progress(total: int):
+    """progress(i, n) for run_suite, on stderr (stdout stays the parseable table).
+
+    On a terminal: a tqdm bar redrawn in place; otherwise (a log file) one line about every 10 %.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="iec verify", unit="instance", file=sys.stderr, dynamic_ncols=True)
+    else:
+        bar = None
+    every = max(1, total // 10)
+
+    def progress(i: int, n: int) -> None:
+        if bar is not None:
+            bar.update(i - bar.n)
+            if i >= n:
+                bar.close()
+        elif i % every == 0 or i >= n:
+            print(f"iec verify: {i}/{n} instances checked ({time.perf_counter() - t0:.0f} s)", file=sys.stderr,
+                  flush=True)
+
+    return progress
 
 
 def _fmt(v: float) -> str:
@@ -56,9 +84,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     suite = default_suite(args.instances, args.seed)
 
-    def progress(i: int, n: int) -> None:
-        if not args.quiet and sys.stderr.isatty():
-            print(f"\r  instance {i}/{n}", end="" if i < n else "\n", file=sys.stderr, flush=True)
+    progress = None if args.quiet else _progress(len(suite))
 
     out = run_suite(suite, THEOREMS, progress, workers=args.workers)
     head = f"{'theorem':<8}{'instances':>10}{'holds':>7}{'(cert.)':>8}{'violated':>9}{'vacuous':>8}{'not met':>8}" \

@@ -28,9 +28,13 @@ from pathlib import Path
 
 from ..checks import check_output_dir, check_output_file
 from . import typst_util as tu
+from .facts import Fact
 from .figures import FigureRecord, save_figure
+from .progress import Heartbeat, import_jvp_decompositions
 
 TEMPLATE = Path(__file__).with_name("template.typ")
+DEFAULT_OUT = "build/iec_report.pdf"   # ignored by git; the committed copy is rebuilt with --out reports/...
+HEARTBEAT_SECONDS = 30.0
 
 
 class NotAvailable(Exception):
@@ -44,14 +48,24 @@ class Profile:
     expected_time: str
 
 
+# Expected times: one measured number per profile (2-core machine shared with other jobs, OMP_NUM_THREADS=1);
+# README.md quotes the same numbers.
 PROFILES: dict[str, Profile] = {
-    "ci": Profile("ci", "reduced sizes for the test suite", "under 60 s on a 2-core machine"),
+    "ci": Profile("ci", "reduced sizes for the test suite (8 theorem instances, the 4 cheapest toy specs)",
+                  "1.5 minutes measured"),
     "quick": Profile("quick", "the default: the iec verify suite (160 instances), every toy spec, sweeps up to 12 "
-                              "cells", "at most 10 minutes on a 2-core machine (1 to 3 minutes measured, by load)"),
+                              "cells, the real-network spec real_quick",
+                     "8.4 minutes measured on a first run (5.8 of them the real_quick network run; 2.5 minutes "
+                     "once its results folder exists)"),
     "full": Profile("full", "3x the theorem suite, finer stability grids, 2000 synthetic curves per family, "
-                            "every sweep grid", "about 5 to 10 minutes on a 2-core machine (5.3 minutes measured); "
-                            "add the real-model specs' own time with --run-real"),
+                            "every sweep grid, every real-network spec", "5.3 minutes measured without the "
+                            "real-network runs; real_full adds its own run time"),
 }
+
+
+def _stderr_log(msg: str) -> None:
+    """The default progress log: stderr, so that stdout stays free for results."""
+    print(msg, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -65,11 +79,12 @@ class Context:
     command: str = "iec report"
     reuse_results: bool = False      # toy experiments: read matching `iec run` folders instead of computing
     run_real: bool = False           # real-model specs without a results folder: run them (minutes each)
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] = _stderr_log
     figures: list[FigureRecord] = field(default_factory=list)
     tables: list[tuple[str, ...]] = field(default_factory=list)
     verdicts: list[str] = field(default_factory=list)
     unavailable: list[tuple[str, str]] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)
     shared: dict[str, object] = field(default_factory=dict)   # results one section passes to a later one
     section: str = ""
 
@@ -95,7 +110,7 @@ class Context:
             raise ValueError(f"duplicate figure name {name!r}")
         rec = save_figure(self.build_dir, name, data, draw, size=size, log=log)
         self.figures.append(rec)
-        return (f"#figure(image({tu.string(rec.path.name)}, width: {width}), "
+        return (f"#figure(image({tu.string(rec.path.name)}, width: {width}), placement: auto, "
                 f"caption: [{tu.text(caption)}])\n")
 
     def table(self, headers, rows, caption: str | None = None, digits: int = 3, align: str | None = None) -> str:
@@ -107,12 +122,23 @@ class Context:
 
     def verdict(self, status: str, line: str) -> str:
         """A verdict line (status: holds / fails / open), recorded for the tests."""
-        self.verdicts.append(line)
+        self.verdicts.append(tu.relativize_paths(line))
         return f"#verdictbox({tu.string(status)})[{tu.text(line)}]\n"
 
     def not_available(self, reason: str) -> str:
+        reason = tu.relativize_paths(reason)     # as the reader sees it
         self.unavailable.append((self.section, reason))
         return tu.not_available(reason)
+
+    def fact(self, value, file: str, pointer: tuple = (), note: str = "", digits: int = 3) -> str:
+        """A number read from a results file, printed with `tu.num` and recorded with its source.
+
+        `file` is repo-relative or "build:<path in the build folder>"; `pointer` the JSON keys of the
+        value (empty for a number derived from the file, explained by `note`). Returns escaped markup.
+        """
+        text = tu.num(value, digits)
+        self.facts.append(Fact(text=text, file=str(file), pointer=tuple(pointer), note=note, section=self.section))
+        return tu.text(text)
 
 
 @dataclass(frozen=True)
@@ -123,7 +149,8 @@ class Section:
 
 
 SECTIONS: tuple[Section, ...] = (
-    Section("summary", "Summary: verdicts on claims C1 and C2", "summary"),
+    Section("summary", "Summary: what holds, what fails, what IEC buys", "summary"),
+    Section("claims", "Claims C1 and C2: hypotheses, pinned instances, verdicts", "claims"),
     Section("theorems", "Theorems T1 to T6: statements, proofs, checks", "theorems"),
     Section("stability", "Stability regions of the IEC step", "stability"),
     Section("growth", "Growth classification", "growth"),
@@ -147,6 +174,21 @@ class BuildResult:
     unavailable: list[tuple[str, str]]
     failures: list[tuple[str, str]]
     source: str                      # the main.typ that was compiled
+    facts: list[Fact] = field(default_factory=list)      # numbers traced to results files (page 1)
+    parts: dict[str, str] = field(default_factory=dict)  # typst markup of each section, by key
+    build_dir: Path | None = None    # where "build:" facts live (only still on disk with keep_build)
+
+
+def join_sections(parts: list[str]) -> str:
+    """Page 1 (the summary) on its own page, then the contents, then the sections one after another.
+
+    Later sections do not start a new page each: a forced break after every section left pages two-thirds
+    blank. With one or two sections there is no table of contents.
+    """
+    if len(parts) <= 2:
+        return "\n#pagebreak()\n".join(parts)
+    return (parts[0] + "\n#pagebreak()\n#outline(title: [Contents], depth: 2)\n#pagebreak()\n"
+            + "\n".join(parts[1:]))
 
 
 def _run_section(ctx: Context, sec: Section, failures: list[tuple[str, str]]) -> str:
@@ -164,6 +206,9 @@ def _run_section(ctx: Context, sec: Section, failures: list[tuple[str, str]]) ->
         tb = traceback.format_exc(limit=-3)
         print(tb, file=sys.stderr)
         return head + f"#notavail[section failed: {tu.text(msg)}]\n"
+    body, dropped = tu.drop_empty_headings(body)   # a heading with nothing under it says nothing
+    for h in dropped:
+        ctx.log(f"  section {sec.key}: dropped the empty heading {h!r}")
     return head + body
 
 
@@ -211,12 +256,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def build_report(profile: str = "quick", out: str | os.PathLike = "reports/iec_report.pdf", seed: int = 0,
+def build_report(profile: str = "quick", out: str | os.PathLike = DEFAULT_OUT, seed: int = 0,
                  results_dirs: tuple[str | os.PathLike, ...] = ("results", "runs"),
                  sections: tuple[str, ...] | None = None,
                  keep_build: str | os.PathLike | None = None, command: str | None = None,
                  reuse_results: bool = False, run_real: bool = False,
-                 log: Callable[[str], None] = print) -> BuildResult:
+                 log: Callable[[str], None] = _stderr_log) -> BuildResult:
     """Run the sections of `profile` and write the PDF to `out` atomically."""
     import typst
 
@@ -242,12 +287,15 @@ def build_report(profile: str = "quick", out: str | os.PathLike = "reports/iec_r
         failures: list[tuple[str, str]] = []
         parts: dict[str, str] = {}
         log(f"iec report: profile {prof.name} ({prof.expected_time}), seed {seed}, {len(chosen)} sections")
+        if any(sec.key == "real" for sec in chosen):
+            import_jvp_decompositions()     # before the real-model section's first JVP: no jit.script warning
         # the summary is computed after the sections whose results it summarises, the appendix last
         order = sorted(chosen, key=lambda s: COMPUTE_LAST.index(s.key) + 1 if s.key in COMPUTE_LAST else 0)
         for i, sec in enumerate(order, 1):
             ts = time.perf_counter()
             log(f"[{i}/{len(chosen)}] {sec.title} ...")
-            parts[sec.key] = _run_section(ctx, sec, failures)
+            with Heartbeat(log, f"section {sec.key}", HEARTBEAT_SECONDS):
+                parts[sec.key] = _run_section(ctx, sec, failures)
             n_na = sum(1 for s, _ in ctx.unavailable if s == sec.key)
             extra = f", {n_na} part(s) not available" if n_na else ""
             log(f"[{i}/{len(chosen)}] {sec.key} done in {time.perf_counter() - ts:.1f} s{extra}")
@@ -255,10 +303,7 @@ def build_report(profile: str = "quick", out: str | os.PathLike = "reports/iec_r
         source = ('#import "template.typ": *\n'
                   '#show: report.with(title: "Test-time Iterative Error Correction: executable theory", '
                   f'subtitle: {tu.string("iec-theory report, profile " + prof.name)})\n\n'
-                  + "\n#pagebreak()\n".join(parts[sec.key] for sec in chosen))
-        if len(chosen) > 2:   # a table of contents after the first section (the one-page summary)
-            first = parts[chosen[0].key]
-            source = source.replace(first, first + "\n#pagebreak()\n#outline(title: [Contents], depth: 2)\n", 1)
+                  + join_sections([parts[sec.key] for sec in chosen]))
         (build / "main.typ").write_text(source, encoding="utf-8")
         log("typesetting with typst ...")
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent)
@@ -280,7 +325,8 @@ def build_report(profile: str = "quick", out: str | os.PathLike = "reports/iec_r
             log(f"WARNING: {len(failures)} section(s) failed: {', '.join(k for k, _ in failures)}")
         return BuildResult(out=out, pages=pages, seconds=secs, figures=list(ctx.figures), tables=list(ctx.tables),
                            verdicts=list(ctx.verdicts), unavailable=list(ctx.unavailable), failures=failures,
-                           source=source)
+                           source=source, facts=list(ctx.facts), parts=dict(parts),
+                           build_dir=Path(keep_build) if keep_build is not None else None)
     finally:
         clean_stale_temporaries(out)  # ours too, wherever an interrupt landed (SIGKILL: the next run does it)
         if keep_build is not None:   # checked empty (or absent) above; copy into it, delete nothing there

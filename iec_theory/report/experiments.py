@@ -50,6 +50,8 @@ class ExperimentResult:
     reduced: bool = False
     sweep_rows: list[dict[str, Any]] = field(default_factory=list)   # `iec sweep` rows (grid values included)
     sweep_keys: tuple[str, ...] = ()
+    summary_file: str = ""         # summary.json of the run, for facts: "build:results/<name>/summary.json" or a path
+    sweep_file: str = ""           # sweep_summary.json of the sweep, same convention
 
     def methods(self) -> list[str]:
         return [str(r.get("method")) for r in self.rows]
@@ -147,6 +149,7 @@ def collect(ctx) -> Collection:
         if folder is not None:
             rows, arrays, meta = _load_folder(folder)
             source = str(folder)
+            summary_file = str(folder / "summary.json")
             used.append((str(folder), f"iec run {f.parent.name}/{f.name}", str(meta.get("seed")),
                          str(meta.get("git_commit"))))
             ctx.log(f"    {f.name}: read {folder}")
@@ -156,10 +159,11 @@ def collect(ctx) -> Collection:
             harness.run_spec(spec, out, quiet=True)
             rows, arrays, meta = _load_folder(out)
             source = "computed in this build"
+            summary_file = f"build:results/{spec.name}/summary.json"
         ctx.shared.setdefault("commands", []).append(f"iec run {f.parent.name}/{f.name}")
         res = ExperimentResult(name=spec.name, description=str(raw.get("description", "")), path=f.name,
                                spec_hash=spec.hash, rows=rows, arrays=arrays, source=source, metadata=meta,
-                               raw=raw, reduced=ctx.profile.name == "ci")
+                               raw=raw, reduced=ctx.profile.name == "ci", summary_file=summary_file)
         grid = raw.get("sweep", {}).get("grid", {}) if isinstance(raw.get("sweep"), dict) else {}
         n_cells = int(np.prod([len(v) for v in grid.values()])) if grid else 0
         if n_cells and (ctx.profile.name == "full" or (ctx.profile.name == "quick" and n_cells <= QUICK_MAX_CELLS)):
@@ -167,6 +171,7 @@ def collect(ctx) -> Collection:
             sw = harness.run_sweep(spec, ctx.build_dir / "sweeps" / spec.name, workers=1, progress=False)
             res.sweep_rows = list(sw["rows"])
             res.sweep_keys = tuple(sorted(grid))
+            res.sweep_file = f"build:sweeps/{spec.name}/sweep_summary.json"
             ctx.shared.setdefault("commands", []).append(f"iec sweep {f.parent.name}/{f.name}")
         results.append(res)
     coll = Collection(results, skipped)

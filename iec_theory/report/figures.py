@@ -22,11 +22,44 @@ class FigureDataError(ValueError):
 
 
 @dataclass(frozen=True)
+class AxesLabels:
+    """What one matplotlib Axes of a figure shows as labels (collected after drawing, for the tests)."""
+
+    title: str
+    xlabel: str
+    ylabel: str
+    colorbar: bool          # a colorbar's axes: one label (on its long side) is enough
+
+
+@dataclass(frozen=True)
 class FigureRecord:
     name: str
     path: Path
     n_points: int          # finite values plotted, summed over arrays
     arrays: tuple[str, ...]
+    axes: tuple[AxesLabels, ...] = ()
+
+    def unlabelled(self) -> list[str]:
+        """Descriptions of the axes that lack an x or y label (a colorbar needs one label)."""
+        bad = []
+        for k, a in enumerate(self.axes):
+            if a.colorbar:
+                if not (a.xlabel or a.ylabel):
+                    bad.append(f"{self.name}: colorbar {k} has no label")
+                continue
+            missing = [w for w, lab in (("x", a.xlabel), ("y", a.ylabel)) if not lab.strip()]
+            if missing:
+                bad.append(f"{self.name}: panel {k} ({a.title or 'untitled'}) has no {' or '.join(missing)} label")
+        return bad
+
+
+def axes_labels(fig) -> tuple[AxesLabels, ...]:
+    """The labels of every Axes of a drawn figure (the hook the report tests use)."""
+    out = []
+    for ax in fig.axes:
+        out.append(AxesLabels(title=ax.get_title(), xlabel=ax.get_xlabel(), ylabel=ax.get_ylabel(),
+                              colorbar=getattr(ax, "_colorbar", None) is not None))
+    return tuple(out)
 
 
 def check_figure_data(data: Mapping[str, object], log: tuple[str, ...] = ()) -> int:
@@ -87,11 +120,12 @@ def save_figure(directory: Path, name: str, data: Mapping[str, object],
     fig = plt.figure(figsize=size, layout="constrained")
     try:
         draw(fig, arrays)
+        labels = axes_labels(fig)
         path = Path(directory) / f"{name}.svg"
         fig.savefig(path, format="svg", dpi=200, metadata={"Date": None})
     finally:
         plt.close(fig)
-    return FigureRecord(name=name, path=path, n_points=n, arrays=tuple(arrays))
+    return FigureRecord(name=name, path=path, n_points=n, arrays=tuple(arrays), axes=labels)
 
 
 def positive(y: np.ndarray, floor: float | None = None) -> np.ndarray:

@@ -9,15 +9,23 @@ accepts for any character, so no user text can open a heading, emphasis, math, a
 from __future__ import annotations
 
 import math
+import re
 import string as _string
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 _PUNCT = frozenset(_string.punctuation)
 
 
 def text(value: object) -> str:
-    """Plain text as typst markup: punctuation escaped, newlines and runs of blanks collapsed."""
-    s = " ".join(str(value).split())
+    """Plain text as typst markup: punctuation escaped, newlines and runs of blanks collapsed (one blank kept at
+    either end), absolute paths shown relative (`relativize_paths`)."""
+    raw = str(value)
+    s = relativize_paths(" ".join(raw.split()))
+    if s and raw[:1].isspace():       # keep one blank at either end: pieces are concatenated with numbers
+        s = " " + s
+    if s.strip() and raw[-1:].isspace():
+        s = s + " "
     return "".join("\\" + c if c in _PUNCT else c for c in s)
 
 
@@ -51,7 +59,7 @@ def num(value: object, digits: int = 3) -> str:
         return "inf" if x > 0 else "-inf"
     if x == 0:
         return "0"
-    if x == int(x) and abs(x) < 1e6:
+    if x == int(x) and abs(x) < 1e5:      # same threshold as below: 490099.0 prints as 4.9e5, like 5.94e8
         return str(int(x))
     ax = abs(x)
     if 1e-3 <= ax < 1e5 and "e" not in f"{x:.{digits}g}":
@@ -63,7 +71,9 @@ def num(value: object, digits: int = 3) -> str:
 
 
 def cell(value: object, digits: int = 3) -> str:
-    """A table cell: numbers formatted with `num`, everything else escaped text."""
+    """A table cell: numbers formatted with `num`, None as "n/a", everything else escaped text."""
+    if value is None:
+        return "[n\\/a]"
     if isinstance(value, (int, float)) or type(value).__module__ in ("numpy", "torch"):
         return f"[{text(num(value, digits))}]"
     return f"[{text(value)}]"
@@ -80,7 +90,11 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], caption: str
         if len(row) != n:
             raise ValueError(f"table row has {len(row)} cells, header has {n}: {row}")
         lines.append("  " + ", ".join(cell(v, digits) for v in row) + ",")
-    head = ", ".join(f"[*{text(h)}*]" for h in headers)
+    if n >= 9:   # wide tables: one header word per line, so no column is wider than its widest word or cell
+        # (typst shrinks auto columns that do not fit, and a shrunk column overprints its neighbour)
+        head = ", ".join("[*" + " \\ ".join(text(w) for w in h.split()) + "*]" for h in headers)
+    else:
+        head = ", ".join(f"[*{text(h)}*]" for h in headers)
     al = align or "(" + ", ".join(["left"] + ["right"] * (n - 1)) + ")"
     body = "\n".join(lines)
     tbl = (f"table(columns: {n}, align: {al}, stroke: none, table.hline(),\n"
@@ -92,6 +106,41 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], caption: str
     return f"#figure({tbl}, caption: [{text(caption)}], kind: table)\n"
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# top-level folders of a checkout: an absolute path through one of them is shown from there on
+_REPO_DIRS = ("real_models", "results", "runs", "experiments", "reports", "build", "benchmarks", "docs",
+              "iec_theory", "toy_models", "tests")
+
+
+def display_path(path: object) -> str:
+    """A path as the report shows it: relative to the repository (or the working directory), never absolute.
+
+    Paths outside both become "<outside the checkout>/<last two parts>", so no machine-specific prefix
+    (home folders, other checkouts) reaches the PDF.
+    """
+    p = Path(str(path))
+    if not p.is_absolute():
+        return p.as_posix()
+    for base in (REPO_ROOT, Path.cwd()):
+        try:
+            return p.resolve().relative_to(base.resolve()).as_posix()
+        except (ValueError, OSError):
+            pass
+    parts = [q for q in p.parts if q != p.anchor]
+    for k, part in enumerate(parts):
+        if part in _REPO_DIRS:
+            return Path(*parts[k:]).as_posix()
+    return "<outside the checkout>/" + "/".join(parts[-2:])
+
+
+_ABS = re.compile(r"(?<![\w.~\\)])(/[A-Za-z_][\w.+-]*/(?:[\w.+-]+/)*[\w.+-]*)")
+
+
+def relativize_paths(value: str) -> str:
+    """Plain text with every absolute POSIX path replaced by `display_path` (a last line of defence)."""
+    return _ABS.sub(lambda m: display_path(m.group(1)), value)
+
+
 def not_available(reason: str) -> str:
     """The standard marker for a part of the report whose data or code is absent."""
     return f"#notavail[{text(reason)}]\n"
@@ -100,6 +149,32 @@ def not_available(reason: str) -> str:
 def heading(title: str, level: int = 1, label: str | None = None) -> str:
     lab = f" <{label}>" if label else ""
     return f"{'=' * level} {text(title)}{lab}\n"
+
+
+_HEADING = re.compile(r"^(=+) ")
+
+
+def empty_headings(markup: str) -> list[int]:
+    """Line numbers of headings with no content: the next non-blank line is a heading of the same or a higher
+    level (or there is none)."""
+    lines = markup.splitlines()
+    heads = [(i, len(m.group(1))) for i, line in enumerate(lines) if (m := _HEADING.match(line))]
+    out = []
+    for i, level in heads:
+        nxt = next((j for j in range(i + 1, len(lines)) if lines[j].strip()), None)
+        m = _HEADING.match(lines[nxt]) if nxt is not None else None
+        if nxt is None or (m and len(m.group(1)) <= level):
+            out.append(i)
+    return out
+
+
+def drop_empty_headings(markup: str) -> tuple[str, list[str]]:
+    """The markup without its empty headings, and the dropped heading lines."""
+    bad = set(empty_headings(markup))
+    if not bad:
+        return markup, []
+    lines = markup.splitlines(keepends=True)
+    return "".join(line for i, line in enumerate(lines) if i not in bad), [lines[i].strip() for i in sorted(bad)]
 
 
 def bullet_list(items: Iterable[str]) -> str:

@@ -9,11 +9,25 @@ from ...provenance import provenance
 from .. import typst_util as tu
 from ..builder import PROFILES
 
+# packages provenance() records that the report does not use (test extras): not listed, so that a report built
+# before `pip install -e ".[test]"` does not record "not installed" for something it never needed
+TEST_ONLY = ("hypothesis", "pytest", "pypdf")
+
+
+def _version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
 
 def section(ctx) -> str:
     import torch
 
-    rec = provenance(seed=ctx.seed)
+    rec = {k: v for k, v in provenance(seed=ctx.seed).items() if k not in TEST_ONLY}
+    rec["matplotlib"] = _version("matplotlib")
     rec["torch threads"] = torch.get_num_threads()
     rec["cpu count"] = os.cpu_count()
     rec["python implementation"] = platform.python_implementation()
@@ -23,7 +37,8 @@ def section(ctx) -> str:
                    "the PDF carries no creation date). Wall-clock times appear only in tables that are "
                    "explicitly about timing.") + "\n\n"]
     out.append(ctx.table(["Item", "Value"], [(k, str(v)) for k, v in rec.items()],
-                         caption="Provenance of this build", align="(left, left)"))
+                         caption="Provenance of this build (packages the report uses; the test extras are not "
+                                 "needed to build it)", align="(left, left)"))
     out.append(tu.heading("Exact commands", 2))
     cmds = [
         "pip install -e .",
@@ -31,7 +46,7 @@ def section(ctx) -> str:
         'pip install -e ".[test]" && python -m pytest tests/test_report.py',
     ]
     cmds += list(ctx.shared.get("commands", []))
-    out.append("".join(f"#raw({tu.string(c)}, block: true, lang: \"bash\")\n" for c in cmds))
+    out.append("".join(f"#raw({tu.string(tu.relativize_paths(c))}, block: true, lang: \"bash\")\n" for c in cmds))
     out.append(tu.heading("Profiles", 2))
     out.append(ctx.table(["Profile", "Contents", "Expected time"],
                          [(p.name, p.description, p.expected_time) for p in PROFILES.values()],
@@ -43,7 +58,7 @@ def section(ctx) -> str:
                              caption="The toy instances of the summary's claim tables "
                                      "(iec_theory.theorems.instances.ToyInstance; other fields at their defaults)",
                              align="(left, left, left)"))
-    used = ctx.shared.get("results_used", [])
+    used = [(tu.display_path(f), *rest) for f, *rest in ctx.shared.get("results_used", [])]
     out.append(tu.heading("Results folders read", 2))
     if used:
         out.append(ctx.table(["Folder", "Source", "Seed", "Git commit"], used,

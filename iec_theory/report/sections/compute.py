@@ -48,14 +48,17 @@ def section(ctx) -> str:
 
             def draw(fig, d, lab=lab):
                 ax = fig.subplots()
-                ax.scatter(d["nfe"], d["w2"], color="#1565c0", s=18)
-                for (m, _), x, y in zip(lab, d["nfe"], d["w2"]):
-                    ax.annotate(str(m), (x, y), fontsize=6.5, xytext=(3, 3), textcoords="offset points")
+                markers = ("o", "s", "^", "D", "v", "P", "X", "*")
+                for i, ((m, _), x, y) in enumerate(zip(lab, d["nfe"], d["w2"])):
+                    ax.scatter([x], [y], s=22, marker=markers[i % len(markers)], color=f"C{i % 10}", label=str(m),
+                               zorder=3)
                 ax.set_yscale("log")
-                ax.set_xlabel("NFE")
+                ax.margins(x=0.12, y=0.15)
+                ax.set_xlabel("NFE (network evaluations)")
                 ax.set_ylabel("W2 of the exact output law to the data law")
+                ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=7)
 
             out.append(ctx.figure(f"compute_{res.name}", data, draw,
-                                  f"{res.name}: exact W2 versus NFE per method (log scale).", size=(5.5, 2.8),
-                                  log=("w2",), width="75%"))
+                                  f"{res.name}: exact W2 of the output law versus NFE, one marker per method "
+                                  "(log scale; lower is better).", size=(6.0, 2.6), log=("w2",), width="85%"))
     return "".join(out)

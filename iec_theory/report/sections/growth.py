@@ -18,6 +18,9 @@ def _thresholds(growth) -> list[tuple[str, object, str]]:
                           ("BAD_LINEAR_RMS", "... or a linear fit with relative RMS at least this"),
                           ("LIN_RATIO", "linear when rms_geo >= LIN_RATIO * rms_lin"),
                           ("GROWTH_FLAT", "bounded: max(second half) <= GROWTH_FLAT * max(first half)"),
+                          ("PERFECT_FIT", "a linear fit with relative RMS at most this is exact: linear"),
+                          ("WINDOW_MIN", "fewest points of a trailing window fitted on its own (late bursts)"),
+                          ("R_LINEAR", "with local errors: linear when max_n R_n is at most this"),
                           ("KAPPA_MAX", "largest growth exponent fitted")):
         if hasattr(growth, name):
             rows.append((name, float(getattr(growth, name)), meaning))
@@ -82,24 +85,35 @@ def section(ctx) -> str:
                          caption="Growth classification of the propagated error of every toy experiment method",
                          align="(left, left, right, left, right, right, left)"))
     if kap:
-        data = {"kappa": np.array(kap)}
         kexp = float(getattr(growth, "KAPPA_EXP", 3.0))
         klin = float(getattr(growth, "KAPPA_LIN", 1.0))
         colors = {"linear": "#2e7d32", "exponential": "#c62828", "inconclusive": "#9e9e9e"}
+        nz = [k for k, v in enumerate(kap) if v > 0]
+        n_zero = len(kap) - len(nz)
+        out.append(tu.text(f"{n_zero} of {len(kap)} methods have a fitted growth exponent kappa = 0: their error "
+                           "curve is at most linear (decaying and bounded curves included, which is why curves "
+                           "that fall are labelled 'linear'). The figure shows only the methods with kappa > 0.")
+                   + "\n\n")
+        if nz:
+            data = {"kappa": np.array([kap[k] for k in nz])}
+            nz_names = [names[k] for k in nz]
+            nz_labels = [labels[k] for k in nz]
 
-        def draw(fig, d):
-            ax = fig.subplots()
-            y = np.arange(d["kappa"].size)
-            ax.barh(y, d["kappa"], color=[colors.get(lab, "#9e9e9e") for lab in labels])
-            ax.axvline(kexp, color="#c62828", ls="--", lw=0.8, label=f"KAPPA_EXP = {kexp:g}")
-            ax.axvline(klin, color="#2e7d32", ls="--", lw=0.8, label=f"KAPPA_LIN = {klin:g}")
-            ax.set_yticks(y, names, fontsize=6.5)
-            ax.invert_yaxis()
-            ax.set_xlabel("fitted growth exponent kappa = T log rho")
-            ax.legend(loc="lower right")
+            def draw(fig, d):
+                ax = fig.subplots()
+                y = np.arange(d["kappa"].size)
+                ax.barh(y, d["kappa"], color=[colors.get(lab, "#9e9e9e") for lab in nz_labels])
+                ax.axvline(kexp, color="#c62828", ls="--", lw=0.8, label=f"KAPPA_EXP = {kexp:g}")
+                ax.axvline(klin, color="#2e7d32", ls="--", lw=0.8, label=f"KAPPA_LIN = {klin:g}")
+                ax.set_yticks(y, nz_names, fontsize=7)
+                ax.invert_yaxis()
+                ax.set_xlabel("fitted growth exponent kappa = T log rho")
+                ax.set_ylabel("experiment: method")
+                ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
-        h = max(2.0, 0.22 * len(kap) + 0.8)
-        out.append(ctx.figure("growth_kappa", data, draw,
-                              "Fitted growth exponent per experiment and method (green: linear, red: exponential, "
-                              "grey: inconclusive) with the two thresholds.", size=(6.5, h)))
+            h = max(1.6, 0.25 * len(nz) + 0.9)
+            out.append(ctx.figure("growth_kappa", data, draw,
+                                  f"Fitted growth exponent of the {len(nz)} methods with kappa > 0 (green: linear, "
+                                  "red: exponential, grey: inconclusive) with the two thresholds; the other "
+                                  f"{n_zero} methods have kappa = 0.", size=(6.5, h)))
     return "".join(out)

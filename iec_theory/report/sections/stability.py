@@ -45,10 +45,8 @@ def _heatmaps(ctx, theory, a: float, n_u: int, n_l: int) -> str:
             ax.set_ylim(d["lambda"][0], d["lambda"][-1])
             ax.set_title(title)
             ax.grid(False)
-            if j >= 2:
-                ax.set_xlabel("u = |b| mu")
-            if j % 2 == 0:
-                ax.set_ylabel("lambda (constant over k)")
+            ax.set_xlabel("u = |b| mu")
+            ax.set_ylabel("lambda (constant in k)")
         fig.colorbar(im, ax=list(axes), fraction=0.03, pad=0.02, label="amplification (clipped to [1e-2, 1e2])")
 
     def draw_lines(fig, d):
@@ -62,7 +60,7 @@ def _heatmaps(ctx, theory, a: float, n_u: int, n_l: int) -> str:
         ax.set_yscale("log")
         ax.set_xlabel("u = |b| mu")
         ax.set_ylabel("amplification per step")
-        ax.legend(loc="upper left")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=7)
 
     g1, _, f1 = theory.amplification_factors(a, us, 1, [0.5])
     _, _, f2 = theory.amplification_factors(a, us, 2, [1.0, 0.5])
@@ -74,7 +72,7 @@ def _heatmaps(ctx, theory, a: float, n_u: int, n_l: int) -> str:
                           f"Amplification per eigen-direction versus u at a = {tu.num(a)} (log scales): the plain "
                           "step, the IEC fixed point and the two official presets. The official DDPM curve never "
                           "drops below the plain one (T3, AM-GM).",
-                          size=(6.0, 3.0), log=("u", "f_star", "f_ddpm", "f_ldm"), width="80%")
+                          size=(7.0, 2.8), log=("u", "f_star", "f_ddpm", "f_ldm"), width="95%")
     cap = (f"|f_K| over u and constant lambda (a = {tu.num(a)}) for K = 1, 2, 4, and the plain step |g| = |a - u| "
            "(bottom right, constant in lambda). Black contour: |f_K| = 1 (blue side: the corrected step "
            "contracts); green dashed: |f_K| = |g|, the boundary between IEC damping more and less than the "
@@ -87,13 +85,13 @@ def _heatmaps(ctx, theory, a: float, n_u: int, n_l: int) -> str:
 def section(ctx) -> str:
     theory = ctx.module("iec_theory.theory", "amplification_factors", "stability_region")
     n_u, n_l = ctx.pick((48, 30), (200, 120), (400, 240))
-    out = [tu.text("Per eigen-direction of a symmetric Jacobian C_t with eigenvalue mu, write u = |b_t| mu. "
-                   "The plain DDIM step multiplies that component of the error by g = a - u; the IEC fixed "
-                   "point by f* = a/(1+u); K relaxed corrections by f_K = f* + (prod_k r_k)(g - f*), "
-                   "r_k = 1 - lambda_k (1 + u) (Theorem T3). Values come from iec_theory.theory "
-                   "(stability_region for the heatmaps, amplification_factors for the tables).") + "\n\n"]
+    out = [tu.text("Per eigen-direction of a symmetric Jacobian C_t with eigenvalue mu, write u = |b_t| mu. The "
+                   "plain DDIM step multiplies that component of the error by g, the IEC fixed point by f*, and K "
+                   "relaxed corrections with relaxations lambda_k by f_K (Theorem T3):") + "\n\n"]
     out.append("$ g = a - u, quad f^* = a / (1 + u), quad f_K = f^* + (product_(k=1)^K r_k)(g - f^*), "
                "quad r_k = 1 - lambda_k (1 + u) $\n\n")
+    out.append(tu.text("Values come from iec_theory.theory (stability_region for the heatmaps, amplification_factors "
+                       "for the tables).") + "\n\n")
     out.append(_heatmaps(ctx, theory, 1.0, n_u, n_l))
     # a table of the named presets at representative u
     us = np.array([1e-3, 0.1, 0.5, 1.0, 2.0, 3.0, 10.0, 100.0])

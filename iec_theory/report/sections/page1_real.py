@@ -1,0 +1,192 @@
+"""Page 1, the paper's own ground: what the real network's results folder says (growth of every
+configuration, FD/KID with and without IEC beside their noise, equal-NFE baselines).
+
+Reads the results.json of a real-model spec (experiments/*.toml with kind = "real") from the report's
+results folders; with several, the one with the most images. Every number goes through ctx.fact with
+its JSON pointer into that file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .. import typst_util as tu
+from ..builder import NotAvailable
+
+BASELINE_WORDS = {"ddim_matched": "DDIM with as many steps as IEC's NFE", "heun": "Heun"}
+
+
+def find_real_results(ctx) -> tuple[Path, dict[str, Any]] | None:
+    """(results.json path, its content) of the real-model run page 1 reports, or None."""
+    if "page1_real" in ctx.shared:
+        return ctx.shared["page1_real"]
+    from ..experiments import EXPERIMENTS
+
+    found = []
+    try:
+        exp = ctx.module("real_models.experiment", "load_real_spec", "is_real_spec")
+    except NotAvailable:
+        exp = None
+    hashes = set()
+    for f in sorted(EXPERIMENTS.glob("*.toml")) if (exp is not None and EXPERIMENTS.is_dir()) else []:
+        try:
+            if exp.is_real_spec(f):
+                hashes.add(exp.load_real_spec(f).hash)
+        except Exception:  # a rejected spec is reported by the real-model section
+            continue
+    for root in ctx.results_dirs:
+        root = Path(root)
+        for rj in sorted(root.glob("*/results.json")) if root.is_dir() else []:
+            try:
+                doc = json.loads(rj.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if doc.get("kind") == "real" and doc.get("spec_hash") in hashes:
+                found.append((rj, doc))
+    best = max(found, key=lambda fd: int((fd[1].get("settings") or {}).get("batch") or 0)) if found else None
+    ctx.shared["page1_real"] = best
+    return best
+
+
+def _quality(row: dict, key: str):
+    return (row.get("quality") or {}).get(key)
+
+
+def _pairs(rows: list[dict]) -> list[tuple[int, int]]:
+    """(index of plain DDIM row, index of its IEC row) for every model configuration that has both."""
+    out = []
+    for j, r in enumerate(rows):
+        if not r.get("iec"):
+            continue
+        for i, p in enumerate(rows):
+            if p.get("scheme") == "ddim" and not p.get("iec") and p.get("model") == r.get("model"):
+                out.append((i, j))
+                break
+    return out
+
+
+def real_answer(ctx, evidence: str | None) -> str:
+    """The growth and quality answer on the real network (plus the evidence chapter's line when present)."""
+    found = find_real_results(ctx)
+    ev = tu.text("On the paper's own ground (evidence chapter): ") + evidence + "\n\n" if evidence else ""
+    if found is None:
+        return (tu.text("No real-network results folder was found in this run (iec real-eval "
+                        "experiments/real_quick.toml writes one; iec report runs it by default at the quick and "
+                        "full profiles). Nothing on this page therefore speaks for the paper's own ground.")
+                + "\n\n" + ev)
+    path, doc = found
+    f = str(path)
+    rows = doc.get("rows") or []
+    st = doc.get("settings") or {}
+    out = []
+    head = (tu.text(f"Real network ({doc.get('name')}: the committed small CIFAR-10 DDPM, T = ")
+            + ctx.fact(st.get("T"), f, ("settings", "T")) + tu.text(" DDIM steps, ")
+            + ctx.fact(st.get("batch"), f, ("settings", "batch")) + tu.text(" images, IEC preset ")
+            + tu.text(str(st.get("iec_preset"))) + tu.text(").") + " ")
+    grown = [(i, r) for i, r in enumerate(rows)
+             if (r.get("growth_propagated") or {}).get("label") not in (None, "zero")]
+    labels: dict[str, list[str]] = {}
+    for _, r in grown:
+        labels.setdefault(r["growth_propagated"]["label"], []).append(str(r.get("label")))
+    n_lin = len(labels.get("linear", []))
+    growth = (tu.text("Growth: ") + ctx.fact(n_lin, f, note="rows whose growth_propagated.label is linear")
+              + tu.text(" of ") + ctx.fact(len(grown), f, note="rows with a nonzero propagated error")
+              + tu.text(" configurations with a propagated error grow at most linearly"))
+    plain_exp = [str(r.get("label")) for _, r in grown if not r.get("iec")
+                 and r["growth_propagated"]["label"] == "exponential"]
+    w4 = next(((i, r) for i, r in grown if r.get("label") == "W4A8"), None)
+    if w4 is not None:
+        g4 = w4[1]["growth_propagated"]
+        growth += (tu.text(f", W4A8 without IEC included (label {g4['label']}; growth exponent kappa = T log rho of "
+                           "the fitted per-step ratio rho: ")
+                   + ctx.fact(g4.get("kappa"), f, ("rows", w4[0], "growth_propagated", "kappa")) + tu.text(")"))
+    others = {k: v for k, v in labels.items() if k != "linear"}
+    if others:
+        growth += tu.text("; " + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(others.items())))
+    growth += tu.text(". " + ("C1's exponential accumulation is NOT seen on the real network: nothing here needs "
+                              "the correction C2 is about." if not plain_exp else
+                              f"Exponential without IEC: {', '.join(plain_exp)}.")) + "\n\n"
+    out.append(head + growth)
+    pairs = _pairs(rows)
+    if pairs:
+        dfd = [(_quality(rows[j], "FD_cifarnet"), _quality(rows[i], "FD_cifarnet")) for i, j in pairs]
+        dkid = [(_quality(rows[j], "KID_cifarnet"), _quality(rows[i], "KID_cifarnet")) for i, j in pairs]
+        if all(a is not None and b is not None for a, b in dfd + dkid):
+            d_fd = [a - b for a, b in dfd]
+            d_kid = [a - b for a, b in dkid]
+            stds = [s for i, j in pairs for s in (_quality(rows[i], "KID_cifarnet_std"),
+                                                  _quality(rows[j], "KID_cifarnet_std")) if s is not None]
+            worse = sum(1 for d in d_fd if d > 0)
+            note = "FD/KID of the X+IEC row minus the X row, over the configurations with both"
+            q = (tu.text("Quality (FD / KID in the project classifier's features, not Inception FID): IEC "
+                         "changes FD by ")
+                 + ctx.fact(min(d_fd), f, note=note) + tu.text(" to ") + ctx.fact(max(d_fd), f, note=note)
+                 + tu.text(" (higher, i.e. worse, in ") + ctx.fact(worse, f, note=note) + tu.text(" of ")
+                 + ctx.fact(len(pairs), f, note=note) + tu.text(" configurations) and KID by ")
+                 + ctx.fact(min(d_kid), f, note=note) + tu.text(" to ") + ctx.fact(max(d_kid), f, note=note))
+            if stds:
+                smin = min(stds)
+                within = all(abs(d) < smin for d in d_kid)
+                q += (tu.text(", against a KID standard deviation over subsets of at least ")
+                      + ctx.fact(smin, f, note="smallest KID_cifarnet_std of the compared rows")
+                      + tu.text(". " + ("Within noise: " if within else "Partly beyond the KID noise: ")))
+            else:
+                q += tu.text(". No interval was recorded: ")
+            q += (tu.text("at ") + ctx.fact(st.get("batch"), f, ("settings", "batch"))
+                  + tu.text(" images FD and KID are strongly biased and noisy, so these differences are no evidence "
+                            "for IEC, and the direction leans against it.") + " ")
+            dprop = [(rows[j].get("propagated_xbar"), rows[i].get("propagated_xbar")) for i, j in pairs]
+            dprop = [(a, b) for a, b in dprop if a is not None and b is not None and b > 0]
+            lower = sum(1 for a, b in dprop if a < b)
+            q += (tu.text("IEC lowers the final propagated error in ")
+                  + ctx.fact(lower, f, note="pairs with propagated_xbar of X+IEC below X (X with a nonzero one)")
+                  + tu.text(" of ") + ctx.fact(len(dprop), f, note="pairs whose X row has a nonzero propagated_xbar")
+                  + tu.text(" configurations with a propagated error"))
+            if w4 is not None:
+                j = next((jj for ii, jj in pairs if ii == w4[0]), None)
+                if j is not None:
+                    q += (tu.text(" (W4A8: ") + ctx.fact(rows[w4[0]].get("propagated_xbar"), f,
+                                                         ("rows", w4[0], "propagated_xbar"))
+                          + tu.text(" without, ") + ctx.fact(rows[j].get("propagated_xbar"), f,
+                                                              ("rows", j, "propagated_xbar"))
+                          + tu.text(" with IEC)"))
+            out.append(q + tu.text(".") + "\n\n")
+    out.append(ev)
+    from .summary import source_line
+
+    return "".join(out) + source_line([f])
+
+
+def real_equal_compute(ctx) -> str:
+    """IEC against the equal-NFE baselines of the real run ('' when the run has none)."""
+    found = find_real_results(ctx)
+    if found is None:
+        return ""
+    path, doc = found
+    f = str(path)
+    rows = doc.get("rows") or []
+    base = [(i, r) for i, r in enumerate(rows) if r.get("scheme") in BASELINE_WORDS]
+    if not base:
+        return ""
+    model = base[0][1].get("model")
+    iec = next(((i, r) for i, r in enumerate(rows) if r.get("iec") and r.get("model") == model), None)
+    if iec is None:
+        return ""
+    parts = []
+    for i, r in [iec] + base:
+        name = "IEC" if r is iec[1] else BASELINE_WORDS[r["scheme"]]
+        parts.append(tu.text(f"{name} ({r.get('label')}, NFE ") + ctx.fact(r.get("NFE"), f, ("rows", i, "NFE"))
+                     + tu.text(") FD ") + ctx.fact(_quality(r, "FD_cifarnet"), f, ("rows", i, "quality", "FD_cifarnet"))
+                     + tu.text(", KID ") + ctx.fact(_quality(r, "KID_cifarnet"), f,
+                                                    ("rows", i, "quality", "KID_cifarnet"))
+                     + tu.text(" ± ") + ctx.fact(_quality(r, "KID_cifarnet_std"), f,
+                                                 ("rows", i, "quality", "KID_cifarnet_std")))
+    kids = [(_quality(r, "KID_cifarnet"), _quality(r, "KID_cifarnet_std")) for _, r in [iec] + base]
+    spread = max(k for k, _ in kids) - min(k for k, _ in kids)
+    noise = min(s for _, s in kids if s is not None) if any(s is not None for _, s in kids) else None
+    verdict = ("the KID differences are within one standard deviation: no ranking at this sample size"
+               if noise is not None and spread < noise else "compare with care: a small sample")
+    return (tu.text(f"Real network at equal NFE ({model.get('quant')} model): ") + "; ".join(parts)
+            + tu.text(f"; {verdict}.") + "\n\n")
