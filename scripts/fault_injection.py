@@ -1,6 +1,6 @@
 """Replay interruption scenarios against the real `iec` commands and check that nothing is lost.
 
-    python scripts/fault_injection.py [--only training,report] [--keep DIR]
+    python scripts/fault_injection.py [--only training,report,sweep] [--keep DIR]
 
 Every scenario runs `python -m iec_theory.cli ...` in a subprocess of this checkout, interrupts it with
 a signal at a point where work is in progress, reruns the same command, and checks:
@@ -12,9 +12,13 @@ a signal at a point where work is in progress, reruns the same command, and chec
 - report (SIGINT, SIGTERM, SIGKILL during the typesetting of `iec report --profile ci --sections
   appendix`): the previous PDF is untouched, SIGINT/SIGTERM leave no temporary, and after the next run
   none is left either (SIGKILL's leftover is removed); no process is left behind.
-- sweep: see `sweep_scenarios()` (a hook for the sweep engine's own scenarios).
+- sweep (SIGINT to the process group, SIGTERM to the main process or the group, SIGKILL to the main
+  process, once the first cell is finished, of `iec sweep --executor local|dask --workers 2` on a 6-cell
+  toy grid): SIGINT/SIGTERM exit with 130 and a resume hint; no worker or helper process is left; the
+  rerun reuses every finished cell, runs only the others, and its summary and cell arrays equal an
+  uninterrupted sweep's bit for bit.
 
-Not part of CI (about a minute on one core). Prints one line per scenario and a summary; exit code 1 if
+Not part of CI (a few minutes on two cores). Prints one line per scenario and a summary; exit code 1 if
 any scenario fails.
 """
 
@@ -253,15 +257,265 @@ def report_scenarios(work: Path) -> list[Scenario]:
 
 
 # ----- sweep ------------------------------------------------------------------------------------------
-def sweep_scenarios(work: Path) -> list[Scenario]:
-    """TODO(sweep engine owner): SIGINT / SIGTERM / SIGKILL during `iec sweep` (iec_theory/harness/sweep.py).
+SWEEP_SPEC = """
+name = "fi_sweep"
+seed = 5
 
-    Each should interrupt a sweep of a small spec mid-way, check that the parent exits promptly with a
-    resume hint, that no worker outlives it (assert_no_leftovers on the sweep folder), that rerunning
-    finishes only the missing cells, and that the final summary equals an uninterrupted sweep's.
-    Return Scenario(name, run, {"sweep"}) objects; none yet.
+[model]
+kind = "gaussian"
+dim = 3
+variances = [1.0, 0.1, 0.01]
+mean = 0.5
+
+[sampler]
+T = 60
+batch = 4096
+
+[perturbation]
+kind = "bias"
+magnitude = 0.02
+
+[[methods]]
+name = "ddim"
+
+[[methods]]
+name = "iec"
+label = "iec-official"
+iec = {preset = "official_ddpm"}
+
+[sweep]
+grid = {"perturbation.magnitude" = [0.01, 0.05, 0.1], "seed" = [1, 2]}
+"""
+SWEEP_CELLS = 6                 # cells of SWEEP_SPEC's grid, about 1-2 s each on one core
+SWEEP_GRACE_S = 20.0            # how long the sweep's processes may take to exit after the main one (Dask nannies)
+
+
+def sweep_cmd(spec: Path, out: Path, executor: str) -> list[str]:
+    return iec("sweep", str(spec), "--out", str(out), "--executor", executor, "--workers", "2", "--no-progress")
+
+
+def finished_cells(out: Path) -> int:
+    """Cells with a completion marker (metadata.json is written last, atomically)."""
+    return len(list((out / "cells").glob("*/metadata.json")))
+
+
+def _alive(procs: list) -> list:
+    import psutil
+
+    alive = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _cmdline(p: object) -> str:
+    try:
+        return " ".join(p.cmdline())            # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - gone meanwhile
+        return ""
+
+
+def _describe(procs: list) -> list[str]:
+    return [f"{p.pid}: {_cmdline(p)[:160]}" for p in procs]
+
+
+class Tracked:
+    """A command in its own session (process group) whose descendants are recorded while it runs, so that
+    after it exits we can check none of them is left; output goes to files (no pipe to fill up)."""
+
+    def __init__(self, cmd: list[str], log: Path) -> None:
+        import psutil
+
+        self.log = log
+        self._stdout = open(log.with_suffix(".out"), "w")     # noqa: SIM115 - closed in wait()
+        self._stderr = open(log.with_suffix(".err"), "w")     # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=self._stdout, stderr=self._stderr,
+                                     start_new_session=True)
+        self.main = psutil.Process(self.proc.pid)
+        self.family: dict[int, object] = {self.proc.pid: self.main}
+
+    def snapshot(self) -> None:
+        import psutil
+
+        try:
+            for c in self.main.children(recursive=True):
+                self.family.setdefault(c.pid, c)
+        except psutil.NoSuchProcess:
+            pass
+
+    def poll_until(self, cond: Callable[[], bool], timeout: float, what: str) -> None:
+        """Record descendants until cond() holds; AssertionError if the command exits or time runs out first."""
+        t0 = time.monotonic()
+        while not cond():
+            self.snapshot()
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the sweep exited ({self.proc.returncode}) before {what}: "
+                                     f"{self.stderr()[-1500:]}")
+            if time.monotonic() - t0 > timeout:
+                self.kill_all()
+                raise AssertionError(f"no {what} within {timeout:.0f} s")
+            time.sleep(0.05)
+        self.snapshot()
+
+    def wait(self, timeout: float) -> float:
+        """Wait for the main process (recording descendants meanwhile); return the seconds it took."""
+        t0 = time.monotonic()
+        while self.proc.poll() is None:
+            self.snapshot()
+            if time.monotonic() - t0 > timeout:
+                self.kill_all()
+                raise AssertionError(f"the sweep did not exit within {timeout:.0f} s")
+            time.sleep(0.05)
+        self._stdout.close()
+        self._stderr.close()
+        return time.monotonic() - t0
+
+    def stdout(self) -> str:
+        return self.log.with_suffix(".out").read_text()
+
+    def stderr(self) -> str:
+        return self.log.with_suffix(".err").read_text()
+
+    def leftovers(self, grace: float = SWEEP_GRACE_S) -> tuple[list, float]:
+        """(processes of the family still alive after grace seconds, seconds until the family was gone)."""
+        t0 = time.monotonic()
+        others = [p for pid, p in self.family.items() if pid != self.proc.pid]
+        while _alive(others) and time.monotonic() - t0 < grace:
+            time.sleep(0.1)
+        return _alive(others), time.monotonic() - t0
+
+    def kill_all(self) -> None:
+        """Clean up after a failure: SIGKILL everything recorded (do not leak into the next scenario)."""
+        import psutil
+
+        self.snapshot()
+        alive = _alive(list(self.family.values()))
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:               # gone meanwhile
+                pass
+        psutil.wait_procs(alive, timeout=10)
+        self.proc.wait(timeout=30)
+        self._stdout.close()
+        self._stderr.close()
+
+
+def run_tracked(cmd: list[str], log: Path, timeout: float = 900) -> tuple[Tracked, float]:
+    """Run cmd to the end; assert exit 0 and that none of its processes is left. Return (tracked, seconds)."""
+    t = Tracked(cmd, log)
+    seconds = t.wait(timeout)
+    assert t.proc.returncode == 0, f"exit {t.proc.returncode}: {t.stderr()[-2000:]}"
+    left, _ = t.leftovers()
+    if left:
+        t.kill_all()
+    assert not left, f"processes left behind by {cmd[3]}: {_describe(left)}"
+    return t, seconds
+
+
+def compare_sweeps(ref: Path, out: Path) -> str:
+    """Summary (rows included) and every cell's arrays equal the reference sweep's, bit for bit."""
+    import numpy as np
+
+    a = json.loads((ref / "sweep_summary.json").read_text())
+    b = json.loads((out / "sweep_summary.json").read_text())
+    assert len(b["rows"]) == len(a["rows"]) > 0, (len(a["rows"]), len(b["rows"]))
+    a.pop("skipped")
+    b.pop("skipped")
+
+    def canon(x: object) -> str:                      # float repr round-trips exactly; NaN compares equal here
+        return json.dumps(x, sort_keys=True)
+
+    assert canon(a) == canon(b), "sweep_summary.json differs from the uninterrupted sweep's"
+    cells = sorted({r["cell"] for r in a["rows"]})
+    assert len(cells) == SWEEP_CELLS, cells
+    for cell in cells:
+        with np.load(ref / "cells" / cell / "arrays.npz") as za, np.load(out / "cells" / cell / "arrays.npz") as zb:
+            assert za.files == zb.files, (cell, za.files, zb.files)
+            for k in za.files:
+                x, y = za[k], zb[k]
+                assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes(), \
+                    f"cell {cell}: arrays.npz[{k}] differs from the uninterrupted sweep's"
+        left = list((out / "cells" / cell).glob(".*.tmp"))
+        assert not left, f"temporaries left in cell {cell}: {left}"
+    return f"{len(b['rows'])} rows and the arrays of {len(cells)} cells equal the uninterrupted sweep"
+
+
+def sweep_scenarios(work: Path) -> list[Scenario]:
+    """SIGINT / SIGTERM / SIGKILL during `iec sweep --executor local|dask --workers 2` of a 6-cell toy grid.
+
+    Each starts the sweep in its own process group, waits until its first cell is finished (and both
+    workers are up), then sends SIGINT to the process group (a terminal Ctrl-C), SIGTERM to the main
+    process (`kill PID`) or to the process group (`kill -TERM -PGID`, as SLURM's scancel or a container
+    stop does), or SIGKILL to the main process (`kill -9 PID`), and checks: exit 130 with a resume hint
+    and no traceback (SIGINT, SIGTERM) or killed (SIGKILL); no process of the sweep (pool or Dask
+    workers, resource tracker) left after a grace period; the rerun of the same command reuses every
+    finished cell, runs only the missing ones, leaves no process or temporary behind, and its summary and
+    cell arrays equal those of an uninterrupted sweep into another folder bit for bit.
     """
-    return []
+    spec = work / "fi_sweep.toml"
+    refs: dict[str, Path] = {}
+
+    def reference(executor: str) -> Path:
+        if executor not in refs:
+            spec.write_text(SWEEP_SPEC)
+            out = work / f"sweep-ref-{executor}"
+            t, _ = run_tracked(sweep_cmd(spec, out, executor), work / f"sweep-ref-{executor}.log")
+            assert f"{SWEEP_CELLS} cells ({SWEEP_CELLS} run, 0 already finished)" in t.stdout(), t.stdout()
+            refs[executor] = out
+        return refs[executor]
+
+    def scenario(executor: str, sig: int, to_group: bool) -> Callable[[Path], str]:
+        def run(_work: Path) -> str:
+            ref = reference(executor)
+            name = f"sweep-{executor}-{signal.Signals(sig).name}{'-group' if to_group else ''}"
+            out = work / name
+            cmd = sweep_cmd(spec, out, executor)
+            t = Tracked(cmd, work / f"{name}.log")
+            try:
+                t.poll_until(lambda: finished_cells(out) >= 1, timeout=600, what="finished cell")
+                at_signal = finished_cells(out)
+                workers = [p for p in _alive(list(t.family.values())) if "spawn_main" in _cmdline(p)]
+                assert len(workers) >= 2, f"expected 2 worker processes at the signal: {_describe(workers)}"
+                if to_group:
+                    os.killpg(t.proc.pid, sig)          # Ctrl-C in a terminal / kill -TERM -PGID (scancel)
+                else:
+                    os.kill(t.proc.pid, sig)            # kill [-9] PID: the main process only
+                seconds = t.wait(timeout=120)
+            except BaseException:
+                t.kill_all()
+                raise
+            rc, err = t.proc.returncode, t.stderr()
+            left, gone_s = t.leftovers()
+            if left:
+                t.kill_all()
+            assert not left, f"{len(left)} of {len(t.family)} processes left behind: {_describe(left)}"
+            n_done = finished_cells(out)
+            if sig == signal.SIGKILL:
+                assert rc == -signal.SIGKILL, (rc, err[-1500:])
+                what = "killed"
+            else:
+                assert rc == 130, (rc, err[-1500:])
+                assert "resume with: iec sweep" in err and "Traceback" not in err, err[-1500:]
+                what = "exit 130 with a resume hint"
+            assert at_signal <= n_done < SWEEP_CELLS, \
+                f"{n_done} cells finished (>= {at_signal} at the signal): the sweep was not interrupted mid-way"
+            what += (f" {seconds:.1f} s after the signal, {n_done}/{SWEEP_CELLS} cells finished, "
+                     f"{len(t.family)} processes ({len(workers)} workers) gone in {gone_s:.1f} s")
+            r, _ = run_tracked(cmd, work / f"{name}-rerun.log")
+            expect = f"{SWEEP_CELLS} cells ({SWEEP_CELLS - n_done} run, {n_done} already finished)"
+            assert expect in r.stdout(), f"rerun: expected '{expect}': {r.stdout()[-1000:]}"
+            return f"{what}; rerun ran the other {SWEEP_CELLS - n_done}: {compare_sweeps(ref, out)}"
+        return run
+
+    kinds = [("SIGINT", signal.SIGINT, True), ("SIGTERM", signal.SIGTERM, False),
+             ("SIGTERM group", signal.SIGTERM, True), ("SIGKILL", signal.SIGKILL, False)]
+    return [Scenario(f"sweep {ex} {label}", scenario(ex, sig, group), {"sweep"})
+            for ex in ("local", "dask") for label, sig, group in kinds]
 
 
 # ----- main -------------------------------------------------------------------------------------------
@@ -270,13 +524,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated tags: training, report, sweep")
     ap.add_argument("--keep", default=None, help="work in this (new) folder and keep it")
     args = ap.parse_args(argv)
+    known = {"training", "report", "sweep"}
+    tags = {t.strip() for t in args.only.split(",") if t.strip()} if args.only else known
+    if not tags or tags - known:
+        ap.error(f"--only: unknown tag(s) {', '.join(sorted(tags - known)) or '(none given)'}; "
+                 f"use a comma-separated subset of {', '.join(sorted(known))}")
     if args.keep:
         work = Path(args.keep)
         work.mkdir(parents=True, exist_ok=False)
     else:
         work = Path(tempfile.mkdtemp(prefix="iec_fault_injection_"))
     sys.path.insert(0, str(ROOT))
-    tags = set(args.only.split(",")) if args.only else {"training", "report", "sweep"}
     scenarios: list[Scenario] = []
     if "training" in tags:
         scenarios += training_scenarios(work)
@@ -294,13 +552,12 @@ def main(argv: list[str] | None = None) -> int:
                 detail, ok = f"{type(exc).__name__}: {exc}", False
             res = Result(sc.name, ok, detail, time.monotonic() - t0)
             results.append(res)
-            print(f"[{'PASS' if ok else 'FAIL'}] {res.scenario:<18} {res.seconds:6.1f} s  {res.detail}", flush=True)
+            print(f"[{'PASS' if ok else 'FAIL'}] {res.scenario:<25} {res.seconds:6.1f} s  {res.detail}", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     n_fail = sum(not r.ok for r in results)
-    skipped = "" if sweep_scenarios(work) or "sweep" not in tags else " (sweep: no scenarios yet, see sweep_scenarios)"
-    print(f"fault injection: {len(results)} scenarios, {len(results) - n_fail} passed, {n_fail} failed{skipped}")
+    print(f"fault injection: {len(results)} scenarios, {len(results) - n_fail} passed, {n_fail} failed")
     return 1 if n_fail else 0
 
 
