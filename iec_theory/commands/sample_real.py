@@ -26,15 +26,13 @@ PRESETS = ("none", "official_ddpm", "official_ldm")
 
 
 def _int_at_least(low: int):
-    """An argparse type: an integer >= low (checked while parsing, before any model is loaded)."""
+    """An argparse type: an integer (its range, >= low, is checked in run() with a one-line error, before any
+    model is loaded)."""
     def parse(text: str) -> int:
         try:
-            v = int(text)
+            return int(text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from exc
-        if v < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
-        return v
     return parse
 
 
@@ -46,15 +44,13 @@ def _threads(text: str) -> int | None:
 
 
 def _finite_float(positive: bool):
-    """An argparse type: a finite float, > 0 when `positive`, else >= 0."""
+    """An argparse type: a float (finite, > 0 when `positive`, else >= 0: checked in run() with a one-line
+    error, before any model is loaded)."""
     def parse(text: str) -> float:
         try:
-            v = float(text)
+            return float(text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from exc
-        if not math.isfinite(v) or (v <= 0 if positive else v < 0):
-            raise argparse.ArgumentTypeError(f"must be a finite number {'> 0' if positive else '>= 0'}, got {text}")
-        return v
     return parse
 
 
