@@ -256,3 +256,34 @@ def test_suite_results_do_not_depend_on_the_worker_count() -> None:
     assert json.dumps(one["records"], default=str) == json.dumps(two["records"], default=str)
     assert one["summary"] == two["summary"] or json.dumps(one["summary"], default=str) == json.dumps(
         two["summary"], default=str)
+
+
+def test_c1_is_judged_on_E_not_on_the_R_diagnostic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exponential E with a bounded R (label_R 'linear') is exponential for C1: R never decides."""
+    import iec_theory.claims as claims
+
+    def fake(run):
+        fit = {"kappa": 12.0, "R_max": 1.0}
+        return GrowthResult("exponential", 2.0, 12.0, "E", "exponential", "linear", fit, fit, None)
+
+    monkeypatch.setattr(claims, "growth_of", fake)
+    v = C1.evaluate(ToyInstance(model="gaussian", dim=4, T=10, perturbation="scale", magnitude=9.0))
+    assert v.under_H and v.status == "holds under H" and v.label == "exponential"
+
+
+def test_c1_stiffness_needs_the_stated_log_amplification(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Efficient factors G~/a = 1.2 I at every step of T = 10: stiff at every step, but log-amplification
+    10 log 1.2 = 1.8 < C1_MIN_LOG_AMPLIFICATION, so H1b is not met; 1.6 I (4.7 ... ) neither; 3 I (11) is."""
+    import iec_theory.claims as claims
+
+    inst = ToyInstance(model="gaussian", dim=2, T=10, perturbation="scale", magnitude=9.0)
+    run = inst.run()
+    for factor, expect in ((1.2, False), (1.6, False), (3.0, True)):
+        Js = [torch.eye(2, dtype=torch.float64) * (factor - 1.0) * st.k.a / st.k.b for st in run.steps]
+        monkeypatch.setattr(claims, "efficient_jacobians", lambda r, Js=Js: Js)
+        hyps, info = C1.hypotheses(run)
+        stiff = next(h for h in hyps if h.name.startswith("stiff efficient model"))
+        every = next(h for h in hyps if h.name.startswith("stiff at every step"))
+        assert every.holds
+        assert stiff.holds is expect, (factor, info)
+        assert info["log_amplification"] == pytest.approx(10 * math.log(factor), rel=1e-9)
