@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("iec_theory.commands.sample_real", "sample a PNG grid from the committed default DDPM (no data)"),
     "report": ("iec_theory.commands.report", "build the typeset PDF report (typst): verdicts, theorems, experiments"),
     "real-eval": ("iec_theory.commands.real_eval", "run a real-network IEC experiment spec (kind = \"real\")"),
+    "evidence": ("iec_theory.commands.evidence", "check the paper's statements S1-S5 on toys and the real network"),
 }
 
 

@@ -157,6 +157,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("toys", "Toy experiments with exact output laws", "toys"),
     Section("compute", "Compute-matched comparisons", "compute"),
     Section("real", "Real models", "real"),
+    Section("evidence", "The paper's own argument: S1-S5 on toys and the real network", "evidence"),
     Section("appendix", "Reproducibility appendix", "appendix"),
 )
 
