@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "clean; the committed reference copy is rebuilt with --out reports/iec_report.pdf)")
     parser.add_argument("--seed", type=int, default=0, help="seed for every random draw (default %(default)s)")
     parser.add_argument("--results", action="append", default=None, metavar="DIR",
-                        help="results folder(s) of `iec run` / the real-model code to read (default: results and runs)")
+                        help="results folder(s) of `iec run`, the real-model code and `iec evidence` to read "
+                             "(default: results, runs and the committed reports/evidence)")
     parser.add_argument("--reuse-results", action="store_true",
                         help="toy experiments: read finished `iec run` folders with the same spec hash from the "
                              "results folders instead of recomputing them (default: recompute; they are cheap)")
@@ -36,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "nothing in it is ever deleted)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any section failed")
     parser.add_argument("--quiet", action="store_true", help="no progress lines (they go to stderr)")
+
+
+DEFAULT_RESULTS = ("results", "runs", "reports/evidence")   # reports/evidence: the committed `iec evidence` run
 
 
 def _progress(msg: str) -> None:
@@ -62,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     command = "iec " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["report"] else None
     try:
         result = build_report(profile=args.profile, out=args.out, seed=args.seed,
-                              results_dirs=tuple(args.results or ("results", "runs")), sections=sections,
+                              results_dirs=tuple(args.results or DEFAULT_RESULTS), sections=sections,
                               keep_build=args.keep_build, command=command,
                               reuse_results=args.reuse_results, run_real=run_real,
                               log=(lambda m: None) if args.quiet else _progress)

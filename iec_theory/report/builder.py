@@ -258,7 +258,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def build_report(profile: str = "quick", out: str | os.PathLike = DEFAULT_OUT, seed: int = 0,
-                 results_dirs: tuple[str | os.PathLike, ...] = ("results", "runs"),
+                 results_dirs: tuple[str | os.PathLike, ...] = ("results", "runs", "reports/evidence"),
                  sections: tuple[str, ...] | None = None,
                  keep_build: str | os.PathLike | None = None, command: str | None = None,
                  reuse_results: bool = False, run_real: bool = False,

@@ -39,7 +39,8 @@ def evidence_line(ctx) -> str | None:
 
     1. When iec_theory.report.sections.evidence provides `page1_line(ctx) -> str | None`, its return value:
        typst markup whose numbers are printed with ctx.fact(value, file, pointer) (traced like the rest).
-    2. Else, when an evidence.json lies in a results folder (or one level below), its "page1_line" string
+    2. Else, when an evidence.json lies in a results folder (or one level below), its "page1_line" (or, as
+       `iec evidence` writes it, "summary_line") string
        (plain text; each number in it is recorded as read from that file).
     3. Else None: page 1 says nothing about the evidence chapter.
     """
@@ -55,7 +56,8 @@ def evidence_line(ctx) -> str | None:
         paths = sorted(list(root.glob("evidence.json")) + list(root.glob("*/evidence.json"))) if root.is_dir() else []
         for path in paths:
             try:
-                line = json.loads(path.read_text(encoding="utf-8")).get("page1_line")
+                doc = json.loads(path.read_text(encoding="utf-8"))
+                line = doc.get("page1_line") or doc.get("summary_line")
             except (OSError, ValueError, AttributeError):
                 continue
             if isinstance(line, str) and line.strip():
