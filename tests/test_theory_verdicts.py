@@ -287,3 +287,23 @@ def test_c1_stiffness_needs_the_stated_log_amplification(monkeypatch: pytest.Mon
         assert every.holds
         assert stiff.holds is expect, (factor, info)
         assert info["log_amplification"] == pytest.approx(10 * math.log(factor), rel=1e-9)
+
+
+def test_c2_h2_rejects_a_slightly_expansive_corrected_factor() -> None:
+    """Official DDPM preset with eps~ = 2.2 eps*: the corrected xbar factor reaches ~1.21 > 1, so H2 is not met
+    (the curve may still look linear on a short run: 'holds outside H', never 'holds under H')."""
+    v = C2.evaluate(ToyInstance(model="gaussian", dim=2, T=10, perturbation="scale", magnitude=1.2,
+                                iec="official_ddpm"))
+    h = next(h for h in v.hypotheses if "non-expansive" in h.name)
+    assert not h.holds and "1.21" in h.detail, h.detail
+    assert not v.under_H and v.status != "holds under H"
+
+
+def test_c2_h2_needs_every_step_corrected() -> None:
+    """IEC on every other step only: H2's 'every step corrected' is not met even with a converging relaxation."""
+    from iec_theory.claims import converging_iec
+
+    inst = replace(converging_iec(ToyInstance(model="gaussian", dim=2, T=10, perturbation="scale", magnitude=9.0)),
+                   every=2)
+    v = C2.evaluate(inst)
+    assert not v.hypotheses[0].holds and not v.under_H
