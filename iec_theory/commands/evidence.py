@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -79,8 +80,11 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     doc = build_evidence(args.profile, args.model_dir, args.seed, settings, log, images=args.images)
-    doc["command"] = "iec evidence " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(("iec", "cli.py")) else \
-        f"iec evidence --profile {args.profile} --out {args.out}"
+    argv = sys.argv[1:]
+    if argv[:1] == ["evidence"]:           # `iec evidence ...` or `python -m iec_theory.cli evidence ...`
+        argv = argv[1:]
+    doc["command"] = "iec evidence " + " ".join(shlex.quote(a) for a in argv) if sys.argv[0].endswith(
+        ("iec", "cli.py")) else f"iec evidence --profile {args.profile} --out {args.out}"
     tmp = out / ".evidence.json.tmp"
     tmp.write_text(json.dumps(doc, indent=1, allow_nan=False))
     os.replace(tmp, out / "evidence.json")
