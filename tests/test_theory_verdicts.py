@@ -35,6 +35,9 @@ def test_sensitivity_table_every_theorem_catches_a_defect_and_every_defect_is_ca
         assert any(table[d][name] > 0 for d in DEFECTS), f"{name} catches no planted defect: {table}"
     for name in ("T2", "T3", "T4", "T5"):      # the IEC defects are caught by the IEC checks
         assert table["correction_at_s"][name] > 0 and table["one_minus_lambda"][name] > 0, (name, table)
+    for name in ("T1m", "T2", "T3"):           # T3 runs the sampler's own step code, coefficients included
+        for defect in ("b_plus_5pct", "b_minus_5pct", "a_plus_5pct"):
+            assert table[defect][name] > 0, (name, defect, table)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,3 +310,31 @@ def test_c2_h2_needs_every_step_corrected() -> None:
                    every=2)
     v = C2.evaluate(inst)
     assert not v.hypotheses[0].holds and not v.under_H
+
+
+def test_local_errors_are_measured_at_the_reference_states() -> None:
+    """eta_i = ||eps~(x_i) - eps(x_i)|| at the REFERENCE x_i (and at x_{i+1} on IEC steps), whatever the
+    perturbed run did: for eps~ = 10 eps* the perturbed states are 1e7 away, the reference ones are not."""
+    from iec_theory.theorems.base import eval_model, reference_error
+
+    for iec in ("none", "official_ddpm"):
+        run = ToyInstance(model="gaussian", dim=3, T=10, perturbation="scale", magnitude=9.0, iec=iec).run()
+        eta = run.local_errors()
+        for st in run.steps:
+            pts = [st.x_t] + ([st.x_s] if st.iec else [])
+            ref = max(float(torch.linalg.vector_norm(eval_model(run.perturbed, x, st.k.t)
+                                                     - eval_model(run.exact, x, st.k.t))) for x in pts)
+            assert eta[st.i] == pytest.approx(ref, rel=1e-12)
+            e = reference_error(run, st)
+            torch.testing.assert_close(e, 9.0 * eval_model(run.exact, st.x_t, st.k.t), rtol=1e-12, atol=1e-12)
+        assert run.perturbed_local_errors().max() > 1e3 * eta.max()
+
+
+def test_general_h2_checks_the_efficient_models_monotonicity() -> None:
+    """A non-affine efficient model (exact Gaussian + a strongly non-monotone error): the exact model is monotone,
+    eps~ is not, and general H2's monotonicity hypothesis must say so."""
+    inst = ToyInstance(model="gaussian", dim=2, T=5, perturbation="nonmonotone", magnitude=40.0, iec="relaxed",
+                       K=1, lam=0.5, seed=3)
+    v = C2.evaluate(inst)
+    h = next(h for h in v.hypotheses if "monotone" in h.name)
+    assert not h.holds, h.detail
