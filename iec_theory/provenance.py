@@ -42,3 +42,14 @@ def provenance(seed: int | None = None, **extra: Any) -> dict[str, Any]:
     record.update(package_versions())
     record.update(extra)
     return record
+
+
+def repo_relative(path: str | Path) -> str:
+    """`path` relative to the repository root when it lies inside it (records never hold machine-specific
+    absolute paths of the checkout); other paths unchanged."""
+    root = Path(__file__).resolve().parents[1]
+    p = Path(path).expanduser()
+    try:
+        return str(p.resolve().relative_to(root))
+    except ValueError:
+        return str(path)

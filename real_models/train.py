@@ -355,7 +355,11 @@ def init_weights(model: torch.nn.Module, model_dir: str | os.PathLike) -> None:
 
     from .unet import WEIGHTS_NAME, ModelLoadError, check_model_dir
 
-    p = check_model_dir(model_dir)
+    p = Path(model_dir)
+    root = Path(__file__).resolve().parents[1]
+    if not p.is_absolute() and not p.exists() and (root / p).exists():   # recorded repo-relative
+        p = root / p
+    p = check_model_dir(p)
     try:
         model.load_state_dict(load_file(str(p / WEIGHTS_NAME)), strict=True)
     except RuntimeError as exc:

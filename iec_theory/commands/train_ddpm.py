@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from real_models.train import DEFAULT_EXPORT_DIR, TrainConfig, Trainer, check_export_dir, export_run
 
     from ..errors import ConfigError
+    from ..provenance import repo_relative
 
     _check_args(args)
     if args.threads is not None:
@@ -125,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
         warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, ema_decay=args.ema_decay, seed=args.seed,
         max_steps=args.max_steps, max_minutes=args.max_minutes, checkpoint_minutes=args.checkpoint_minutes,
         checkpoint_steps=args.checkpoint_steps, log_every=args.log_every, hflip=not args.no_flip,
-        precision=args.precision, channels_last=args.channels_last, init_from=args.init_from,
+        precision=args.precision, channels_last=args.channels_last,
+        init_from=None if args.init_from is None else repo_relative(args.init_from),   # recorded repo-relative
         extra={"config_name": args.config},
     )
     cfg.validate()                     # before reading the data
