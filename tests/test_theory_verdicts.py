@@ -338,3 +338,11 @@ def test_general_h2_checks_the_efficient_models_monotonicity() -> None:
     v = C2.evaluate(inst)
     h = next(h for h in v.hypotheses if "monotone" in h.name)
     assert not h.holds, h.detail
+
+
+def test_t6_hypothesis_of_growth_is_checked() -> None:
+    """The exact Gaussian with a bias error has no direction with |F| > 1: T6's hypotheses are not met (it is
+    not run and reported as vacuous or holds)."""
+    res = THEOREMS["T6"].check(ToyInstance(model="gaussian", dim=3, T=10, perturbation="bias"))
+    assert res.status == "hypotheses not met"
+    assert any("|F| > 1" in h.name and not h.holds for h in res.hypotheses)
