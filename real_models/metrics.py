@@ -34,10 +34,18 @@ from real_models.classifier import (
     load_classifier,
     load_safetensors,
 )
+from real_models.intervals import (  # noqa: F401  (re-exported)
+    BOOTSTRAP_METHOD,
+    bootstrap_fd_kid,
+    distinguishable,
+    indistinguishable_pairs,
+    percentile_interval,
+)
 
 __all__ = ["frechet_distance", "feature_stats", "kid", "psnr", "ssim", "ClassifierFeatures", "load_test_stats",
            "fd_kid_vs_cifar_test", "inception_fid", "InceptionFIDUnavailable", "FID_INCEPTION_WEIGHTS",
-           "load_fid_reference_stats"]
+           "load_fid_reference_stats", "bootstrap_fd_kid", "distinguishable", "indistinguishable_pairs",
+           "percentile_interval", "fd_kid_intervals_vs_cifar_test", "real_data_floor"]
 
 
 # ----- helpers ------------------------------------------------------------------------------------------
@@ -307,6 +315,71 @@ def fd_kid_vs_cifar_test(images: torch.Tensor, weights_dir: str | Path | None = 
             "feature_dim": int(feats.shape[1]), "kid_subsets": k["subsets"], "kid_subset_size": k["subset_size"],
             "reference": "CIFAR-10 test set (10,000 JPEG-re-encoded images), features of the project's cifarnet "
                          "classifier; not Inception FID/KID"}
+
+
+def fd_kid_intervals_vs_cifar_test(images: torch.Tensor | None = None, feats: Any = None,
+                                   extractor: ClassifierFeatures | None = None, weights_dir: str | Path | None = None,
+                                   B: int = 200, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """FD_cifarnet and KID_cifarnet with percentile-bootstrap intervals (real_models.intervals).
+
+    Give ``images`` in [-1, 1] [n, 3, 32, 32] or their classifier ``feats`` [n, D]. KID here is the single
+    U-statistic of all n generated vs the committed 2,000 reference test features (no random subsets), so it
+    differs slightly from ``fd_kid_vs_cifar_test``'s subset mean. Not Inception FID/KID.
+    """
+    ext = extractor
+    if feats is None:
+        if images is None:
+            raise ConfigError("give images or feats")
+        ext = ext if ext is not None else ClassifierFeatures(weights_dir)
+        feats = ext(check_images(images)).numpy()
+    wd = weights_dir if weights_dir is not None else (ext.weights_dir if ext is not None else None)
+    ref = load_test_stats(wd)
+    r = bootstrap_fd_kid(feats, ref["mean"], ref["cov"], ref["kid_features"], B=B, seed=seed, level=level)
+    return {"FD_cifarnet": r["FD"], "FD_cifarnet_ci": r["FD_ci"], "KID_cifarnet": r["KID"],
+            "KID_cifarnet_ci": r["KID_ci"], "n": r["n"], "B": r["B"], "level": level, "seed": seed,
+            "method": r["method"], "FD_boot_std": r["FD_boot_std"], "KID_boot_std": r["KID_boot_std"]}
+
+
+def real_data_floor(n: int, extractor: ClassifierFeatures | None = None, weights_dir: str | Path | None = None,
+                    B: int = 200, seed: int = 0, level: float = 0.95, data_root: str | Path | None = None
+                    ) -> dict[str, Any]:
+    """The same statistics and intervals for n real CIFAR-10 images: the floor at this n (FD is biased up at
+    small n, so a generated set is judged against real images at the same n, never against 0).
+
+    Source: n training images drawn with ``default_rng(seed)`` when the data is found (``data_root`` or
+    $IEC_CIFAR10_DIR), else n of the committed 2,000 reference test features (they are in the reference
+    set: a slightly optimistic floor). ``source`` names which.
+    """
+    import os
+
+    n = int(n)
+    ext = extractor if extractor is not None else ClassifierFeatures(weights_dir)
+    rng = np.random.default_rng(seed)
+    source = None
+    root = data_root if data_root is not None else os.environ.get("IEC_CIFAR10_DIR")
+    if root and Path(root).exists():
+        try:
+            from real_models.data import load_cifar10, to_float_tensor
+
+            imgs, _ = load_cifar10("train", root)
+            idx = rng.choice(len(imgs), size=n, replace=False)
+            feats = ext(to_float_tensor(imgs[np.sort(idx)])).numpy()
+            source = f"{n} CIFAR-10 training images (seed {seed})"
+        except Exception as exc:  # unreadable data: fall back to the committed features, say so
+            source = f"training data unreadable ({type(exc).__name__}); "
+    if source is None or source.endswith("; "):
+        ref = load_test_stats(weights_dir if weights_dir is not None else ext.weights_dir)
+        pool = ref["kid_features"]
+        if n > pool.shape[0]:
+            raise ConfigError(f"real-data floor at n={n} needs the CIFAR-10 training data ($IEC_CIFAR10_DIR); the "
+                              f"committed reference features hold only {pool.shape[0]}")
+        feats = pool[np.sort(rng.choice(pool.shape[0], size=n, replace=False))]
+        source = (source or "") + (f"{n} of the committed CIFAR-10 test reference features (seed {seed}; part of "
+                                   "the reference set: slightly optimistic floor)")
+    out = fd_kid_intervals_vs_cifar_test(feats=feats, extractor=ext, weights_dir=weights_dir, B=B, seed=seed,
+                                         level=level)
+    out["source"] = source
+    return out
 
 
 # ----- standard Inception FID ------------------------------------------------------------------------------

@@ -70,11 +70,12 @@ def count_calls(module):
 
 
 # ----- exactness and reuse ------------------------------------------------------------------------
-@pytest.mark.parametrize("make", [lambda: tiny_unet(False), lambda: tiny_unet(True), lambda: tiny_unet(True, lpb=2),
-                                  three_level_unet, skip_unet])
-def test_refresh_evaluation_equals_the_full_unet_bitwise(make):
+@pytest.mark.parametrize("make,branch", [(lambda: tiny_unet(False), 2), (lambda: tiny_unet(True), 2),
+                                         (lambda: tiny_unet(True, lpb=2), 2), (three_level_unet, 2),
+                                         (lambda: tiny_unet(True, lpb=2), 1), (three_level_unet, 1), (skip_unet, 1)])
+def test_refresh_evaluation_equals_the_full_unet_bitwise(make, branch):
     unet = make()
-    cached = CachedUNet(unet, refresh_every=3)
+    cached = CachedUNet(unet, refresh_every=3, branch=branch)
     g = torch.Generator().manual_seed(0)
     for t in (999, 500, 3):
         x = torch.randn(2, 3, 16, 16, generator=g)
@@ -98,7 +99,7 @@ def test_refresh_every_step_reproduces_the_uncached_trajectory_exactly():
 
 
 @pytest.mark.parametrize("make", [lambda: tiny_unet(True), three_level_unet, skip_unet])
-def test_reuse_equals_full_forward_with_the_cached_deep_feature(make):
+def test_branch1_reuse_equals_full_forward_with_the_cached_deep_feature(make):
     unet = make()
     last = unet.up_blocks[-1]
     g = torch.Generator().manual_seed(2)
@@ -125,7 +126,7 @@ def test_reuse_equals_full_forward_with_the_cached_deep_feature(make):
         expect = unet(x2, t2).sample
     h.remove()
 
-    cached = CachedUNet(unet, refresh_every=4)
+    cached = CachedUNet(unet, refresh_every=4, branch=1)
     cached.evaluate(x1, t1, refresh=True)
     deep, hd = count_calls(unet.mid_block)
     out = cached.evaluate(x2, t2, refresh=False)
@@ -136,6 +137,45 @@ def test_reuse_equals_full_forward_with_the_cached_deep_feature(make):
         full = unet(x2, t2).sample
     assert not torch.allclose(out, full, atol=1e-4)      # reuse is real: it differs from a full forward
     assert cached.stats.reuses == 1 and cached.stats.deep_calls == 1
+
+
+@pytest.mark.parametrize("make", [lambda: tiny_unet(True), three_level_unet])
+def test_branch2_reuse_equals_full_forward_with_the_cached_feature_at_the_last_resnet_of_up_blocks_m2(make):
+    """Branch 2: the full forward with the input of up_blocks[-2].resnets[-1] (the hidden part of its
+    concatenated input) replaced by the cached one; the deep path (mid block) does not run."""
+    unet = make()
+    target = unet.up_blocks[-2].resnets[-1]
+    c_skip = unet.config.block_out_channels[0]
+    g = torch.Generator().manual_seed(12)
+    x1, x2 = torch.randn(2, 3, 16, 16, generator=g), torch.randn(2, 3, 16, 16, generator=g)
+    t1, t2 = torch.full((2,), 600), torch.full((2,), 540)
+    grabbed = {}
+
+    def grab(_m, args):
+        grabbed["h"] = args[0][:, :-c_skip]
+
+    h = target.register_forward_pre_hook(grab)
+    with torch.no_grad():
+        unet(x1, t1)
+    h.remove()
+
+    def swap(_m, args):
+        return (torch.cat([grabbed["h"], args[0][:, -c_skip:]], dim=1), *args[1:])
+
+    h = target.register_forward_pre_hook(swap)
+    with torch.no_grad():
+        expect = unet(x2, t2).sample
+    h.remove()
+    cached = CachedUNet(unet, refresh_every=4)
+    assert cached.branch == 2
+    cached.evaluate(x1, t1, refresh=True)
+    assert torch.equal(cached.cached_feature, grabbed["h"])
+    deep, hd = count_calls(unet.mid_block)
+    out = cached.evaluate(x2, t2, refresh=False)
+    hd.remove()
+    assert deep["n"] == 0 and torch.allclose(out, expect, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        assert not torch.allclose(out, unet(x2, t2).sample, atol=1e-4)
 
 
 @pytest.mark.parametrize("N,T", [(3, 7), (2, 6), (1, 4)])
@@ -226,6 +266,11 @@ def test_bad_cache_inputs_raise():
         CachedUNet(torch.nn.Linear(2, 2), refresh_every=2)
     with pytest.raises(ConfigError, match="refresh_all_evals"):
         CachedUNet(unet, refresh_every=2, refresh_all_evals="yes")
+    for bad in (0, 3, True, "2"):
+        with pytest.raises(ConfigError, match="branch"):
+            CachedUNet(unet, refresh_every=2, branch=bad)
+    with pytest.raises(ConfigError, match="branch 2"):
+        CachedUNet(skip_unet(), refresh_every=2)
     cached = CachedUNet(unet, refresh_every=2)
     with pytest.raises(ConfigError, match="no cached"):
         cached.evaluate(torch.randn(1, 3, 16, 16), 5, refresh=False)

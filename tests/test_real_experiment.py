@@ -22,9 +22,10 @@ TINY_SPEC = {
     "sampler": {"T": 4, "batch": 4},
     "quant": {"calibration": {"T": 4, "trajectories": 1, "batch_size": 2}, "options": {"mse_grid": 8}},
     "configs": [{"quant": "none"}, {"quant": "W4A8", "iec": [False, True], "baselines": ["ddim_matched"]},
-                {"cache": 2, "iec": [True]}],
+                {"cache": 2, "iec": [True]}, {"cache": 2, "correction": True, "iec": [False]}],
+    "cache": {"calibration": {"n": 2, "batch_size": 2}},
     "jacobian": {"steps": [0, -1], "samples": 1, "n_iter": 1, "n_starts": 1},
-    "metrics": {"kid_subsets": 2},
+    "metrics": {"kid_subsets": 2, "bootstrap": 20, "growth_batches": 2},
     "grid": {"n": 2, "rows": ["FP", "W4A8", "W4A8+IEC"]},
 }
 
@@ -52,18 +53,30 @@ def test_results_layout(tiny_results):
         assert (out / f).is_file(), f
     r = json.loads((out / "results.json").read_text())
     labels = [row["label"] for row in r["rows"]]
-    assert labels == ["FP", "FP+IEC", "W4A8", "W4A8+IEC", "W4A8+DDIM8", "cache2+IEC"]
+    assert labels == ["FP", "FP+IEC", "W4A8", "W4A8+IEC", "W4A8+DDIM8", "cache2+IEC", "cache2+affine"]
     for key in ("spec_hash", "provenance", "quality_table", "growth", "jacobian", "theorem_checks", "settings",
                 "model", "quant_reports"):
         assert key in r, key
     assert r["provenance"]["seed"] == 0 and len(r["spec_hash"]) == 64
-    assert r["quality_table"]["columns"][0] == "row" and len(r["quality_table"]["rows"]) == len(labels)
+    assert r["quality_table"]["columns"][0] == "row" and len(r["quality_table"]["rows"]) == len(labels) + 1
+    assert r["quality_table"]["rows"][-1][0] == "real data (n=4)"          # the floor at the same n
+    assert r["floor"]["n"] == 4 and r["floor"]["FD_cifarnet_ci"][0] <= r["floor"]["FD_cifarnet_ci"][1]
+    assert r["settings"]["cache_branch"] == 2 and r["settings"]["growth_batches"] == 2
+    assert r["cache_corrections"]["2"]["steps"] == [1, 3]
+    cmp_fd = r["comparisons"]["FD_cifarnet"]["not_distinguishable"]
+    assert ["FP", "FP+IEC"] in cmp_fd or ["FP+IEC", "FP"] in cmp_fd       # 4 images: nothing is distinguishable
+    assert r["comparisons"]["n"] == 4 and "percentile bootstrap" in r["comparisons"]["method"]
     rows = {row["label"]: row for row in r["rows"]}
     assert rows["FP"]["NFE"] == 4 and rows["FP+IEC"]["NFE_nominal"] == 8 and rows["W4A8+DDIM8"]["NFE"] == 8
     assert rows["cache2+IEC"]["iec"]["steps"] == [0, 2]
     for row in r["rows"]:
         q = row["quality"]
-        assert {"FD_cifarnet", "KID_cifarnet", "PSNR", "SSIM"} <= set(q)
+        assert {"FD_cifarnet", "KID_cifarnet", "PSNR", "SSIM", "FD_cifarnet_ci", "KID_cifarnet_ci", "out_of_range",
+                "FD_cifarnet_not_distinguishable_from"} <= set(q)
+        lo, hi = q["FD_cifarnet_ci"]
+        assert lo <= hi and q["n"] == 4
+        gb = row["growth_batches"]["propagated"]
+        assert gb["batches"] == 2 and len(gb["labels"]) == 2 and abs(sum(gb["share"].values()) - 1) < 1e-12
         assert row["growth_propagated"]["label"] in ("zero", "linear", "exponential", "inconclusive")
         assert row["wall_s"] >= 0
     assert [p["step"] for p in r["jacobian"]["per_step"]] == [0, 3]
@@ -116,19 +129,61 @@ def test_spec_validation_names_the_field():
     _bad(lambda r: r["quant"].update(options={"w_method": "best"}), "quant.options")
     _bad(lambda r: r["quant"]["calibration"].update(trajectories=0), "quant.calibration.trajectories")
     _bad(lambda r: r["quant"].update(options={"per_timestep": True}), "quant.options.per_timestep")
+    _bad(lambda r: r.update(model={"device": "bogus"}), "model.device")
+    _bad(lambda r: r["sampler"].update(batch=1e9), "sampler.batch")
+    _bad(lambda r: r.update(cache={"branch": 3}), "cache.branch")
+    _bad(lambda r: r["configs"][0].update(correction=True), "configs[0].correction")
+    _bad(lambda r: r["metrics"].update(growth_batches=3), "metrics.growth_batches")
+    _bad(lambda r: r["metrics"].update(diagnostic_samples=8), "metrics.diagnostic_samples")
+
+
+def test_huge_batch_is_refused_with_a_memory_estimate_before_allocating():
+    for big in (10**9, 1e9):                # TOML `batch = 1e9` is a float
+        raw = copy.deepcopy(TINY_SPEC)
+        raw["sampler"]["batch"] = big
+        with pytest.raises(ConfigError, match=r"sampler\.batch: 1000000000 images need about .* GiB .* available") \
+                as e:
+            validate_real_spec(raw)
+        assert "\n" not in str(e.value)
+    _bad(lambda r: r["sampler"].update(batch=16.5), "sampler.batch")
+
+
+def test_unavailable_cuda_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    raw = copy.deepcopy(TINY_SPEC)
+    raw["model"] = {"device": "cuda"}
+    with pytest.raises(ConfigError, match="model.device: 'cuda' requested but CUDA is not available"):
+        validate_real_spec(raw)
+
+
+def test_real_eval_command_exits_2_on_a_bad_spec(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('kind = "real"\nname = "x"\n[model]\ndevice = "bogus"\n[[configs]]\nquant = "none"\n')
+    p = subprocess.run([sys.executable, "-m", "iec_theory.cli", "real-eval", str(bad)], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert p.returncode == 2 and "model.device" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
 def test_committed_specs_validate():
-    for name in ("real_quick", "real_full"):
-        path = ROOT / "experiments" / f"{name}.toml"
-        assert is_real_spec(path)
-        spec = load_real_spec(path)
-        assert spec.name == name and spec.iec_preset == "official_ddpm"
+    quick, full = (load_real_spec(ROOT / "experiments" / f"{n}.toml") for n in ("real_quick", "real_full"))
+    for name, spec in (("real_quick", quick), ("real_full", full)):
+        assert is_real_spec(ROOT / "experiments" / f"{name}.toml")
+        assert spec.name == name and spec.iec_preset == "official_ddpm" and spec.cache_branch == 2
+        assert spec.batch >= 256 and spec.metrics["growth_batches"] >= 4 and spec.metrics["bootstrap"] >= 200
         labels = spec.row_labels()
-        for lab in ("FP", "FP+IEC", "W8A8", "W8A8+IEC", "W4A8", "W4A8+IEC", "cache5", "cache5+IEC", "cache5+W8A8",
-                    "cache5+W8A8+IEC"):
+        for lab in ("FP", "FP+IEC", "W8A8", "W8A8+IEC", "W4A8", "W4A8+IEC"):
             assert lab in labels, (name, lab)
-        assert any(lab.startswith("W4A8+DDIM") for lab in labels) and "W4A8+Heun" in labels
+        assert any(lab.startswith("W4A8+DDIM") for lab in labels)
+    for lab in ("cache5", "cache5+IEC"):
+        assert lab in quick.row_labels()
+    # the official CIFAR-10 settings: T = 100, quadratic spacing, refresh every 10 steps, calibrated correction
+    assert (full.T_requested, full.spacing, full.eta) == (100, "quad", 0.0)
+    assert full.T == 96            # the distinct official quad timesteps (real_models.experiment.grids)
+    for lab in ("cache10", "cache10+IEC", "cache10+affine", "cache10+affine+IEC", "cache10+W8A8+IEC", "W4A8+Heun"):
+        assert lab in full.row_labels(), lab
     assert not is_real_spec(ROOT / "experiments" / "stiff.toml")
 
 

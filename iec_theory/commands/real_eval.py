@@ -1,7 +1,10 @@
 """`iec real-eval SPEC.toml [--out DIR] [--model-dir PATH]`: run a real-network experiment spec (kind = "real").
 
 FP, W8A8, W4A8, cache and cache + W8A8 rows with and without IEC, compute-matched baselines, error curves,
-growth classification, Jacobian estimates and the quality table; layout in real_models/experiment.py.
+growth classification (shares over independent x_T batches), Jacobian estimates and the quality table with FD/KID
+bootstrap intervals, the real-data floor at the same n and the rows that are not distinguishable at that n (printed
+at the end); layout in real_models/experiment/__init__.py. The spec is validated completely (fields, device, a memory
+estimate of the batch) before any model is loaded; a bad spec is a one-line error and exit status 2.
 """
 
 from __future__ import annotations

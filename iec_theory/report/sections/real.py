@@ -18,7 +18,8 @@ from ..builder import NotAvailable
 from ..figures import positive
 
 COLUMN_NAMES = {"row": "Row", "wall_s": "Wall s", "cpu_s": "CPU s", "FD_cifarnet": "FD (classifier)",
-                "KID_cifarnet": "KID (classifier)",
+                "FD_cifarnet_ci": "FD interval", "KID_cifarnet": "KID (classifier)", "KID_cifarnet_ci": "KID interval",
+                "out_of_range": "Share outside [-1, 1]", "growth_share_batches": "Growth share (x_T batches)",
                 "propagated_xbar": "Propagated (xbar)", "deployment_xbar": "Deployment (xbar)",
                 "growth_propagated": "Growth (propagated)", "growth_deployment": "Growth (deployment)"}
 
@@ -47,6 +48,7 @@ def _default_model(ctx) -> str:
     if rows:
         out.append(ctx.table(["Field", "Value"], rows, caption="metadata.json of the committed default DDPM",
                              align="(left, left)"))
+    out.append(_quality_files(ctx, d))
     log = d / "training_log.jsonl"
     if log.is_file():
         recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
@@ -65,6 +67,32 @@ def _default_model(ctx) -> str:
             out.append(ctx.figure("real_training_loss", data, draw, "Training loss of the default DDPM "
                                   "(training_log.jsonl, log scale).", size=(5.5, 2.4), log=("loss",), width="70%"))
     return "".join(out)
+
+
+def _quality_files(ctx, d: Path) -> str:
+    """Sample-quality measurements in the model folder (quality*.json of scripts/measure_default_quality.py)."""
+    rows = []
+    for f in sorted(d.glob("quality*.json")):
+        try:
+            rec = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        n, T = rec.get("n"), rec.get("T", rec.get("steps"))
+        for key, r in (rec.get("rows") or {}).items():
+            if not isinstance(r, dict):
+                continue
+            rows.append((f.name, key, n, T, r.get("out_of_range"), r.get("FD_cifarnet"), r.get("FD_cifarnet_ci"),
+                         r.get("KID_cifarnet"), r.get("KID_cifarnet_ci"), r.get("IS_cifarnet"),
+                         r.get("IS_cifarnet_ci")))
+    if not rows:
+        return ctx.not_available("no quality*.json in the model folder (run scripts/measure_default_quality.py)")
+    return ctx.table(["File", "Row", "n", "T", "Outside [-1, 1]", "FD", "FD interval", "KID", "KID interval",
+                      "IS (classifier)", "IS interval"], [[_fmt_cell(v) for v in r] for r in rows],
+                     caption="Sample quality of the committed default DDPM (plain DDIM, eta 0; FD/KID/IS in the "
+                             "project classifier's space, not Inception; intervals where the file has them; the "
+                             "real-data row is the floor at the same n). Rows whose intervals overlap are not "
+                             "distinguishable at that n.",
+                     align="(left, left, right, right, right, right, left, right, left, right, left)")
 
 
 def _real_specs(ctx):
@@ -101,12 +129,54 @@ def _find_real_folder(ctx, spec_hash: str) -> Path | None:
     return None
 
 
+def _num(v) -> str:
+    return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+
+
 def _fmt_cell(v):
     if v is None:
         return "n/a"
     if isinstance(v, dict):
         return v.get("label", json.dumps(v, sort_keys=True))
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+        return f"[{_num(float(v[0]))}, {_num(float(v[1]))}]"
     return v
+
+
+def _distinguishability(name: str, res: dict) -> str:
+    """Which rows can be told apart at this n (overlapping intervals: 'not distinguishable', never ranked)."""
+    cmp_, floor = res.get("comparisons") or {}, res.get("floor")
+    if not cmp_:
+        return tu.text(f"{name}: this results folder has no FD/KID intervals (written before issue 13); its FD/KID "
+                       "numbers carry no uncertainty and must not be used to rank rows.") + "\n\n"
+    n, level = cmp_.get("n"), cmp_.get("level")
+    out = [f"{name}: FD/KID intervals are {100 * float(level or 0):g}% bootstrap intervals (B = {cmp_.get('B')}, "
+           f"seed {cmp_.get('seed')}; {cmp_.get('method')}). Rule: rows whose intervals overlap are not "
+           f"distinguishable at n = {n} and are not ranked."]
+    for metric, label in (("FD_cifarnet", "FD (classifier)"), ("KID_cifarnet", "KID (classifier)")):
+        pairs = (cmp_.get(metric) or {}).get("not_distinguishable")
+        if pairs is None:
+            continue
+        if pairs:
+            out.append(f"{label}: not distinguishable at n = {n}: " + "; ".join(f"{a} ~ {b}" for a, b in pairs) + ".")
+        else:
+            out.append(f"{label}: all rows are distinguishable at n = {n} (pairwise disjoint intervals).")
+        same_as_real = [r.get("label") for r in res.get("rows") or []
+                        if (r.get("quality") or {}).get(f"{metric}_distinguishable_from_real") is False]
+        if floor is not None:
+            out.append(f"{label} of real images at the same n ({floor.get('source')}): "
+                       f"{_num(float(floor.get(metric)))} {_fmt_cell(floor.get(f'{metric}_ci'))}"
+                       + (f"; not distinguishable from real data at this n: {', '.join(same_as_real)}."
+                          if same_as_real else "; every row is distinguishable from real data at this n."))
+    return "".join(tu.text(x) + "\n\n" for x in out)
+
+
+def _share(gb) -> str | None:
+    """'linear 75%, exponential 25%' from a growth_batches entry (None when absent)."""
+    share = (gb or {}).get("share")
+    if not share:
+        return None
+    return ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(share.items(), key=lambda kv: -kv[1]))
 
 
 def _per_row_curves(ctx, name, res, arrays, key, ylabel, fig) -> str:
@@ -211,6 +281,7 @@ def _real_result(ctx, spec_file: Path, folder: Path) -> str:
                                      "PSNR/SSIM against FP from the same noise; errors at the final state, xbar; "
                                      "wall_s is indicative on a shared CPU)",
                              align="(" + ", ".join(["left"] + ["right"] * (len(qt["columns"]) - 1)) + ")"))
+        out.append(_distinguishability(name, res))
     else:
         out.append(ctx.not_available(f"{name}: results.json has no quality table"))
     rows = res.get("rows") or []
@@ -218,13 +289,17 @@ def _real_result(ctx, spec_file: Path, folder: Path) -> str:
         grow = []
         for r in rows:
             gp, gd = r.get("growth_propagated") or {}, r.get("growth_deployment") or {}
-            grow.append((r.get("label"), r.get("NFE"), gp.get("label"), gp.get("rho"), gp.get("kappa"),
-                         gp.get("series"), gd.get("label")))
-        out.append(ctx.table(["Row", "NFE", "Propagated growth", "rho", "kappa", "Series", "Deployment growth"],
+            gb = r.get("growth_batches") or {}
+            grow.append((r.get("label"), r.get("NFE"), gp.get("label"), _share(gb.get("propagated")), gp.get("rho"),
+                         gp.get("kappa"), gp.get("series"), gd.get("label"), _share(gb.get("deployment"))))
+        nb = ((rows[0].get("growth_batches") or {}).get("propagated") or {}).get("batches")
+        out.append(ctx.table(["Row", "NFE", "Propagated growth", "Share over x_T batches", "rho", "kappa", "Series",
+                              "Deployment growth", "Deployment share"],
                              [[_fmt_cell(v) for v in r] for r in grow],
                              caption=f"{name}: growth classification of the measured error curves "
-                                     "(iec_theory.growth.classify)",
-                             align="(left, right, left, right, right, left, left)"))
+                                     f"(iec_theory.growth.classify): label of the diagnostic samples' mean curves, "
+                                     f"and the share of {nb or 'n/a'} independent x_T batches per label",
+                             align="(left, right, left, left, right, right, left, left, left)"))
     fig = _per_row_curves(ctx, name, res, arrays, "propagated_xbar", "propagated error (xbar)",
                           f"real_{name}_propagated")
     out.append(fig or ctx.not_available(f"{name}: no propagated error curves in arrays.npz"))
