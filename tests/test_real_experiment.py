@@ -77,7 +77,7 @@ def test_results_layout(tiny_results):
         assert lo <= hi and q["n"] == 4
         gb = row["growth_batches"]["propagated"]
         assert gb["batches"] == 2 and len(gb["labels"]) == 2 and abs(sum(gb["share"].values()) - 1) < 1e-12
-        assert row["growth_propagated"]["label"] in ("zero", "linear", "exponential", "inconclusive")
+        assert row["growth_propagated"]["label"] in ("zero", "linear", "superlinear", "exponential", "inconclusive")
         assert row["wall_s"] >= 0
     assert [p["step"] for p in r["jacobian"]["per_step"]] == [0, 3]
     assert all(np.isfinite(p["L"]["mean"]) and p["L"]["mean"] > 0 for p in r["jacobian"]["per_step"])

@@ -160,6 +160,8 @@ def _theorem_checks(label: str, scheme: str, pert: _Run, ref: _Run, eta_ps: np.n
                 bound = (d_t[bi] / sq_t + h * eta) / den if den > 0 else float("inf")
                 out.append({"row": label, "theorem": "T4-form", "step": i, "sample": bi, "measured": float(meas),
                             "bound": float(bound), "holds": bool(meas <= bound + tol[bi] / sq_s), "m": float(m[bi]),
-                            "corrections": rec.corrections, "estimate": True,
-                            "caveat": "K=1 iteration, not the fixed point; eta at the plain-step evaluation"})
+                            "corrections": rec.corrections, "estimate": True, "implied_by_a_theorem": False,
+                            "caveat": "diagnostic only, implied by no theorem: T4 holds at the fixed point and "
+                                      "T4+T5 needs certified contraction constants, while this is K corrections "
+                                      "with point estimates of m; eta at the plain-step evaluation"})
     return out
