@@ -68,7 +68,7 @@ def _slow_spec(tmp_path: Path) -> Path:
 def cluster():
     import logging
 
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   silence_logs=logging.ERROR) as lc:
         yield lc
 
@@ -141,8 +141,8 @@ def test_cli_dask_local_cluster_matches_local_pool(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--scheduler", "tcp://127.0.0.1:1"], "--scheduler needs --executor dask"),
     (["--executor", "dask", "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"], "--workers applies"),
-    (["--executor", "dask", "--workers", "0"], "--workers must be >= 1"),
-    (["--workers", "-1"], "--workers must be >= 1"),
+    (["--executor", "dask", "--workers", "0"], "--workers must be an integer >= 1"),
+    (["--workers", "-1"], "--workers must be an integer >= 1"),
 ])
 def test_executor_flags_are_validated_before_work(tmp_path, capsys, argv, message):
     out = tmp_path / "never"

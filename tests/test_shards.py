@@ -175,7 +175,7 @@ def test_dask_sharded_run_equals_unsharded_and_resumes(tmp_path):
 
     plan = ShardPlan(40, 4, seed=3)
     single = evaluate_shard(plan, 0, 1, _fake_sample, _fake_features, (3, 4, 4))
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as lc, \
             distributed.Client(lc) as client:
         paths = run_shards(client, plan, 4, _fake_sample, _fake_features, (3, 4, 4), tmp_path, meta={"spec_hash": "h"})
         stamp = [p.stat().st_mtime_ns for p in paths]

@@ -189,7 +189,7 @@ class DaskExecutor:
             old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
             try:
                 self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                            dashboard_address=None, silence_logs=logging.ERROR)
+                                            dashboard_address=":0", silence_logs=logging.ERROR)
             finally:
                 if old is not None:
                     signal.signal(signal.SIGINT, old)
