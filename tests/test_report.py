@@ -55,6 +55,11 @@ def _real_results_fixture(root: Path) -> Path:
             row("W4A8+IEC", "iec", True, "W4A8", 40, 31.7, 0.423, 117.2),
             row("W4A8+DDIM40", "ddim_matched", False, "W4A8", 40, 32.0, 0.430, 162.9),
             row("W4A8+Heun", "heun", False, "W4A8", 39, 30.7, 0.380, 119.1)]
+    for r in rows:   # bootstrap-style intervals FD +- 1 and the no-ranking flags they imply
+        q = r["quality"]
+        q["FD_cifarnet_ci"] = [q["FD_cifarnet"] - 1.0, q["FD_cifarnet"] + 1.0]
+        q["FD_cifarnet_not_distinguishable_from"] = [o["label"] for o in rows if o is not r and abs(
+            o["quality"]["FD_cifarnet"] - q["FD_cifarnet"]) < 2.0]
     folder = root / f"real_quick-{spec.hash[:8]}"
     folder.mkdir(parents=True)
     (folder / "results.json").write_text(json.dumps({

@@ -126,7 +126,18 @@ def real_answer(ctx, evidence: str | None) -> str:
                  + tu.text(" (higher, i.e. worse, in ") + ctx.fact(worse, f, note=note) + tu.text(" of ")
                  + ctx.fact(len(pairs), f, note=note) + tu.text(" configurations) and KID by ")
                  + ctx.fact(min(d_kid), f, note=note) + tu.text(" to ") + ctx.fact(max(d_kid), f, note=note))
-            if stds:
+            indist = [(i, j) for i, j in pairs
+                      if str(rows[j].get("label")) in (_quality(rows[i], "FD_cifarnet_not_distinguishable_from") or [])]
+            has_ci = all(_quality(rows[k], "FD_cifarnet_ci") is not None for ij in pairs for k in ij)
+            if has_ci:
+                cnote = ("pairs whose 95 % bootstrap FD intervals overlap (FD_cifarnet_not_distinguishable_from), "
+                         "over the compared pairs")
+                q += (tu.text(". With bootstrap intervals (level in the results file) at ") + ctx.fact(st.get("batch"), f,
+                                                                                 ("settings", "batch"))
+                      + tu.text(" images the FD of X and X+IEC is not distinguishable in ")
+                      + ctx.fact(len(indist), f, note=cnote) + tu.text(" of ") + ctx.fact(len(pairs), f, note=cnote)
+                      + tu.text(" pairs (not ranked); where it is, IEC's FD is the higher (worse) one. "))
+            elif stds:
                 smin = min(stds)
                 within = all(abs(d) < smin for d in d_kid)
                 q += (tu.text(", against a KID standard deviation over subsets of at least ")
@@ -134,9 +145,10 @@ def real_answer(ctx, evidence: str | None) -> str:
                       + tu.text(". " + ("Within noise: " if within else "Partly beyond the KID noise: ")))
             else:
                 q += tu.text(". No interval was recorded: ")
-            q += (tu.text("at ") + ctx.fact(st.get("batch"), f, ("settings", "batch"))
-                  + tu.text(" images FD and KID are strongly biased and noisy, so these differences are no evidence "
-                            "for IEC, and the direction leans against it.") + " ")
+            if not has_ci:
+                q += (tu.text("at ") + ctx.fact(st.get("batch"), f, ("settings", "batch"))
+                      + tu.text(" images FD and KID are strongly biased and noisy, so these differences are no "
+                                "evidence for IEC, and the direction leans against it.") + " ")
             dprop = [(rows[j].get("propagated_xbar"), rows[i].get("propagated_xbar")) for i, j in pairs]
             dprop = [(a, b) for a, b in dprop if a is not None and b is not None and b > 0]
             lower = sum(1 for a, b in dprop if a < b)
@@ -175,14 +187,30 @@ def real_equal_compute(ctx) -> str:
     if iec is None:
         return ""
     parts = []
+    with_ci = all(_quality(r, "FD_cifarnet_ci") is not None for _, r in [iec] + base)
     for i, r in [iec] + base:
         name = "IEC" if r is iec[1] else BASELINE_WORDS[r["scheme"]]
-        parts.append(tu.text(f"{name} ({r.get('label')}, NFE ") + ctx.fact(r.get("NFE"), f, ("rows", i, "NFE"))
-                     + tu.text(") FD ") + ctx.fact(_quality(r, "FD_cifarnet"), f, ("rows", i, "quality", "FD_cifarnet"))
-                     + tu.text(", KID ") + ctx.fact(_quality(r, "KID_cifarnet"), f,
-                                                    ("rows", i, "quality", "KID_cifarnet"))
+        part = (tu.text(f"{name} ({r.get('label')}, NFE ") + ctx.fact(r.get("NFE"), f, ("rows", i, "NFE"))
+                + tu.text(") FD ") + ctx.fact(_quality(r, "FD_cifarnet"), f, ("rows", i, "quality", "FD_cifarnet")))
+        if with_ci:
+            part += (tu.text(" [") + ctx.fact(_quality(r, "FD_cifarnet_ci")[0], f,
+                                              ("rows", i, "quality", "FD_cifarnet_ci", 0))
+                     + tu.text(", ") + ctx.fact(_quality(r, "FD_cifarnet_ci")[1], f,
+                                                ("rows", i, "quality", "FD_cifarnet_ci", 1)) + tu.text("]"))
+        else:
+            part += (tu.text(", KID ") + ctx.fact(_quality(r, "KID_cifarnet"), f,
+                                                  ("rows", i, "quality", "KID_cifarnet"))
                      + tu.text(" ± ") + ctx.fact(_quality(r, "KID_cifarnet_std"), f,
                                                  ("rows", i, "quality", "KID_cifarnet_std")))
+        parts.append(part)
+    if with_ci:
+        nd = _quality(iec[1], "FD_cifarnet_not_distinguishable_from") or []
+        same = [BASELINE_WORDS[r["scheme"]] for _, r in base if str(r.get("label")) in nd]
+        verdict = (("FD bootstrap intervals of IEC and " + ", ".join(same) + " overlap: not distinguishable "
+                    "at this sample size, not ranked") if same else
+                   "the FD bootstrap intervals do not overlap: compare the values above")
+        return (tu.text(f"Real network at equal NFE ({model.get('quant')} model): ") + "; ".join(parts)
+                + tu.text(f"; {verdict}.") + "\n\n")
     kids = [(_quality(r, "KID_cifarnet"), _quality(r, "KID_cifarnet_std")) for _, r in [iec] + base]
     spread = max(k for k, _ in kids) - min(k for k, _ in kids)
     noise = min(s for _, s in kids if s is not None) if any(s is not None for _, s in kids) else None
