@@ -132,8 +132,8 @@ def real_answer(ctx, evidence: str | None) -> str:
             if has_ci:
                 cnote = ("pairs whose 95 % bootstrap FD intervals overlap (FD_cifarnet_not_distinguishable_from), "
                          "over the compared pairs")
-                q += (tu.text(". With bootstrap intervals (level in the results file) at ") + ctx.fact(st.get("batch"), f,
-                                                                                 ("settings", "batch"))
+                q += (tu.text(". With bootstrap intervals (level in the results file) at ")
+                      + ctx.fact(st.get("batch"), f, ("settings", "batch"))
                       + tu.text(" images the FD of X and X+IEC is not distinguishable in ")
                       + ctx.fact(len(indist), f, note=cnote) + tu.text(" of ") + ctx.fact(len(pairs), f, note=cnote)
                       + tu.text(" pairs (not ranked); where it is, IEC's FD is the higher (worse) one. "))
