@@ -55,8 +55,8 @@ PROFILES: dict[str, Profile] = {
                   "1.5 minutes measured"),
     "quick": Profile("quick", "the default: the iec verify suite (160 instances), every toy spec, sweeps up to 12 "
                               "cells, the real-network spec real_quick",
-                     "8.4 minutes measured on a first run (5.8 of them the real_quick network run; 2.5 minutes "
-                     "once its results folder exists)"),
+                     "8.8 minutes measured on a first run on 2 busy cores (7.9 of them the real_quick network "
+                     "run; under a minute once its results folder exists)"),
     "full": Profile("full", "3x the theorem suite, finer stability grids, 2000 synthetic curves per family, "
                             "every sweep grid, every real-network spec", "5.3 minutes measured without the "
                             "real-network runs; real_full adds its own run time"),
