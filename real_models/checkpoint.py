@@ -18,6 +18,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from iec_theory.fileops import pid_alive as _pid_alive
+
 from .unet import ModelLoadError, check_safetensors
 
 CKPT_NAME = "checkpoint.safetensors"
@@ -72,16 +74,6 @@ def clean_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
             except OSError:
                 pass
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -63,6 +63,7 @@ import numpy as np
 import torch
 
 from iec_theory.errors import ConfigError, require
+from iec_theory.fileops import atomic_write_bytes as _atomic_write
 
 __all__ = ["RankInfo", "ShardPlan", "ShardStats", "evaluate_shard", "load_shard", "merge_shards", "rank_from_env",
            "run_shards", "sample_seed", "save_shard", "shard_name"]
@@ -304,16 +305,6 @@ def evaluate_shard(plan: ShardPlan, shard: int, n_shards: int,
 # ---- files ----------------------------------------------------------------------------------------------------
 def shard_name(shard: int, n_shards: int) -> str:
     return f"shard-{shard:05d}-of-{n_shards:05d}"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_shard(folder: str | Path, stats: ShardStats, plan: ShardPlan, shard: int, n_shards: int,

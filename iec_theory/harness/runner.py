@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import torch
 from ..baselines import iec_nfe
 from ..errors import ConfigError
 from ..exact_law import exact_output_law, law_distances
+from ..fileops import atomic_write_bytes as _atomic_write
 from ..measure import measure
 from ..provenance import provenance
 from .spec import MethodSpec, Spec, load_spec, validate_spec
@@ -162,17 +162,6 @@ def compute_spec(spec: Spec | dict | str | Path) -> dict[str, Any]:
                       timings_s=timings, wall_s=time.perf_counter() - t_start)
     return {"name": spec.name, "rows": rows, "arrays": arrays,
             "table": f"# {spec.name}\n\n{spec.raw.get('description', '')}\n\n{table}\n", "meta": meta}
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write bytes to path through a sibling temporary file and os.replace (never a half-written file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_results(result: dict[str, Any], out: str | Path) -> Path:

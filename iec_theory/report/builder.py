@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checks import check_output_dir, check_output_file
+from ..fileops import pid_alive as _pid_alive
 from . import typst_util as tu
 from .facts import Fact
 from .figures import FigureRecord, save_figure
@@ -245,16 +246,6 @@ def glob_escape(name: str) -> str:
     import glob
 
     return glob.escape(name)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
 
 
 def build_report(profile: str = "quick", out: str | os.PathLike = DEFAULT_OUT, seed: int = 0,
