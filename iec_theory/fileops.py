@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "pid_alive"]
+__all__ = ["atomic_write_bytes", "pid_alive", "remove_stale"]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -28,3 +29,21 @@ def pid_alive(pid: int) -> bool:
     except (PermissionError, OSError):
         return True
     return True
+
+
+def remove_stale(files: Iterable[tuple[Path, int | None]], *, remove_without_pid: bool) -> list[Path]:
+    """Remove our own temporaries whose writer is gone: (file, writer pid or None).  A file whose pid is a live
+    process other than this one is kept (a concurrent writer); one without a pid is removed only when
+    `remove_without_pid`.  Returns the removed paths."""
+    removed = []
+    for f, pid in files:
+        if pid is None and not remove_without_pid:
+            continue
+        if pid is not None and pid != os.getpid() and pid_alive(pid):
+            continue
+        try:
+            f.unlink()
+            removed.append(f)
+        except OSError:
+            pass
+    return removed

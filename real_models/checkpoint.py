@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from iec_theory.fileops import pid_alive as _pid_alive
+from iec_theory.fileops import remove_stale
 
 from .unet import ModelLoadError, check_safetensors
 
@@ -62,18 +62,12 @@ def save_checkpoint(run_dir: str | os.PathLike, model: torch.nn.Module, ema: tor
 def clean_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
     """Remove `.checkpoint.safetensors.tmp<pid>` / `.state.json.tmp<pid>` files (our own naming) whose
     writer process is gone (a SIGKILL during a save); returns the removed paths."""
-    removed = []
+    files = []
     for name in (CKPT_NAME, STATE_JSON):
         for f in Path(run_dir).glob(f".{name}.tmp*"):
             pid = f.name[len(f".{name}.tmp"):]
-            if not pid.isdigit() or (int(pid) != os.getpid() and _pid_alive(int(pid))):
-                continue
-            try:
-                f.unlink()
-                removed.append(f)
-            except OSError:
-                pass
-    return removed
+            files.append((f, int(pid) if pid.isdigit() else None))
+    return remove_stale(files, remove_without_pid=False)
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

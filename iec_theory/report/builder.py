@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checks import check_output_dir, check_output_file
-from ..fileops import pid_alive as _pid_alive
+from ..fileops import remove_stale
 from . import typst_util as tu
 from .facts import Fact
 from .figures import FigureRecord, save_figure
@@ -227,18 +227,13 @@ def clean_stale_temporaries(out: Path) -> list[Path]:
     A temporary whose pid is a live process other than this one is kept (a concurrent build); legacy
     names without a pid (`.{out.name}.<random>.tmp`) are removed. Returns the removed paths.
     """
-    removed = []
-    for f in out.parent.glob(f".{glob_escape(out.name)}.*.tmp"):
+    def pid_of(f: Path) -> int | None:
         middle = f.name[len(out.name) + 2: -len(".tmp")]
         pid_text = middle.split(".", 1)[0] if "." in middle else ""
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
-            continue
-        try:
-            f.unlink()
-            removed.append(f)
-        except OSError:
-            pass
-    return removed
+        return int(pid_text) if pid_text.isdigit() else None
+
+    files = out.parent.glob(f".{glob_escape(out.name)}.*.tmp")
+    return remove_stale(((f, pid_of(f)) for f in files), remove_without_pid=True)
 
 
 def glob_escape(name: str) -> str:
