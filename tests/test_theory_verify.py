@@ -25,3 +25,43 @@ def test_default_suite_is_deterministic_and_diverse() -> None:
     assert a == b
     assert {i.model for i in a} == {"gaussian", "gaussian_full", "stiff", "mixture"}
     assert {i.iec for i in a} >= {"relaxed", "official_ddpm", "official_ldm"}
+
+
+def test_iter_suite_prefixes_are_the_default_suite() -> None:
+    import itertools
+
+    from iec_theory.theorems.suite import iter_suite
+
+    assert list(itertools.islice(iter_suite(3), 25)) == default_suite(25, 3)
+    assert default_suite(25, 3)[:10] == default_suite(10, 3)
+
+
+def test_per_theorem_judges_each_theorem_on_its_first_n_applicable_instances() -> None:
+    """`run_per_theorem` equals `run_suite` on the prefix, restricted per theorem to its first N applicable
+    instances, and does not depend on the batch size (so neither on which theorems a batch skips)."""
+    from iec_theory.theorems.suite import run_per_theorem, run_suite
+
+    n = 2
+    small = run_per_theorem(n, batch=3)
+    large = run_per_theorem(n, batch=8)
+    assert small["complete"] and large["complete"] and not small["short"]
+    for name, s in small["summary"].items():
+        assert s["instances"] + s["vacuous"] == n, name
+        a, b = dict(s), dict(large["summary"][name])
+        assert a == b, name
+    full = run_suite(default_suite(small["instances_run"]))
+    for name, s in small["summary"].items():
+        statuses = [r["results"][name]["status"] for r in full["records"]]
+        applicable = [st for st in statuses if st != "hypotheses not met"][:n]
+        first_n_end = [i for i, st in enumerate(statuses) if st != "hypotheses not met"][n - 1] + 1
+        assert s["holds"] == applicable.count("holds") and s["vacuous"] == applicable.count("vacuous")
+        assert s["not_met"] == statuses[:first_n_end].count("hypotheses not met"), name
+
+
+def test_per_theorem_reports_short_theorems_and_exits_2(capsys) -> None:
+    rc = main(["verify", "--per-theorem", "5", "--instances", "3", "--quiet"])
+    text = capsys.readouterr().out
+    assert rc == 2
+    assert "SHORT after 3 instances" in text and "T6" in text.split("SHORT")[1]
+    assert main(["verify", "--per-theorem", "0", "--quiet"]) == 2
+    assert "--per-theorem must be >= 1" in capsys.readouterr().err

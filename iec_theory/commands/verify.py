@@ -2,7 +2,9 @@
 
 Prints a table (theorem, instances checked, holds, violated, worst margin, median tightness), writes the
 same as JSON (--json PATH, with provenance and per-instance results) and exits 1 if a proven theorem is
-violated on any instance.  Margins are relative: (bound - measured)/bound for upper bounds,
+violated on any instance.  `--per-theorem N` extends the suite until every theorem has N instances on which
+its hypotheses hold (each theorem judged on its first N such instances; no per-instance records) and exits 2
+if the --instances cap is reached first.  Margins are relative: (bound - measured)/bound for upper bounds,
 (measured - bound)/measured for lower bounds, (allowance - deviation)/allowance for the identities T2/T3
 (negative = violated beyond the rounding allowance).  Tightness = measured/bound per step (T6: bound/measured;
 T2/T3: ||measured||/||predicted||, 1 when exact).
@@ -25,9 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..theorems.suite import DEFAULT_INSTANCES
 
     parser.add_argument("--json", type=Path, default=None, help="write the table and per-instance results here")
-    parser.add_argument("--instances", type=int, default=DEFAULT_INSTANCES,
+    parser.add_argument("--instances", type=int, default=None,
                         help=f"number of suite instances (default {DEFAULT_INSTANCES}; each theorem needs >= 100 "
-                             "applicable ones, which the default gives)")
+                             "applicable ones, which the default gives); with --per-theorem, the most to draw "
+                             "(default 50 x N)")
+    parser.add_argument("--per-theorem", type=int, default=None, metavar="N",
+                        help="extend the suite until EVERY theorem has N instances on which its hypotheses hold "
+                             "(each judged on its first N); an instance is checked only for theorems still short")
     parser.add_argument("--seed", type=int, default=0, help="seed of the suite's random draws")
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes (results do not depend on the count; default 1)")
@@ -62,6 +68,19 @@ def _progress(total: int):
     return progress
 
 
+def _per_theorem_progress():
+    """progress(k, N) for run_per_theorem: one stderr line per batch (fewest applicable instances so far)."""
+    import time
+
+    t0 = time.perf_counter()
+
+    def progress(k: int, n: int) -> None:
+        print(f"iec verify: every theorem has >= {k}/{n} applicable instances ({time.perf_counter() - t0:.0f} s)",
+              file=sys.stderr, flush=True)
+
+    return progress
+
+
 def _fmt(v: float) -> str:
     return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
 
@@ -70,8 +89,12 @@ def run(args: argparse.Namespace) -> int:
     from ..checks import check_output_file, check_seed
     from ..errors import require
     from ..theorems import THEOREMS
-    from ..theorems.suite import default_suite, run_suite
+    from ..theorems.suite import DEFAULT_INSTANCES, default_suite, run_per_theorem, run_suite
 
+    per = args.per_theorem
+    require(per is None or per >= 1, f"--per-theorem must be >= 1, got {per}")
+    if args.instances is None:
+        args.instances = DEFAULT_INSTANCES if per is None else 50 * per
     require(args.instances >= 1, f"--instances must be >= 1, got {args.instances}")
     require(args.workers >= 1, f"--workers must be >= 1, got {args.workers}")
     check_seed(args.seed)
@@ -82,11 +105,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         check_output_file(args.json, "--json")
     torch.set_num_threads(1)
-    suite = default_suite(args.instances, args.seed)
-
-    progress = None if args.quiet else _progress(len(suite))
-
-    out = run_suite(suite, THEOREMS, progress, workers=args.workers)
+    if per is not None:
+        progress = None if args.quiet else _per_theorem_progress()
+        out = run_per_theorem(per, args.seed, THEOREMS, progress, workers=args.workers,
+                              max_instances=args.instances)
+        n_run = out["instances_run"]
+    else:
+        suite = default_suite(args.instances, args.seed)
+        progress = None if args.quiet else _progress(len(suite))
+        out = run_suite(suite, THEOREMS, progress, workers=args.workers)
+        n_run = len(suite)
     head = f"{'theorem':<8}{'instances':>10}{'holds':>7}{'(cert.)':>8}{'violated':>9}{'vacuous':>8}{'not met':>8}" \
            f"{'worst margin':>14}{'median tight.':>15}{'max tight.':>12}"
     print(head)
@@ -98,13 +126,23 @@ def run(args: argparse.Namespace) -> int:
     print("holds (cert.): with certified constants (Gaussian toys, interval bounds); the rest use sampled mixture "
           "constants (estimates).  vacuous: a lower bound <= 0 on every step (no evidence; not counted as holds).")
     violated = [n for n, s in out["summary"].items() if s["violated"]]
-    print(f"{len(suite)} instances, {out['seconds']:.1f} s; "
+    print(f"{n_run} instances, {out['seconds']:.1f} s; "
           + ("VIOLATED: " + ", ".join(violated) if violated else "every proven bound holds"))
+    if per is not None:
+        print(f"per theorem: the first {per} instances on which its hypotheses hold"
+              + ("" if out["complete"] else f"; SHORT after {n_run} instances (raise --instances): "
+                 + ", ".join(f"{n} {out['summary'][n]['instances'] + out['summary'][n]['vacuous']}"
+                             for n in out["short"])))
     if args.json is not None:
-        doc = {"provenance": provenance(seed=args.seed, command="iec verify", instances=len(suite)),
+        doc = {"provenance": provenance(seed=args.seed, command="iec verify", instances=n_run,
+                                        per_theorem=per),
                "theorems": {n: th.describe() for n, th in THEOREMS.items()},
-               "summary": out["summary"], "records": out["records"], "seconds": out["seconds"]}
+               "summary": out["summary"], "records": out.get("records", []), "seconds": out["seconds"]}
+        if per is not None:
+            doc.update(per_theorem=per, complete=out["complete"], short=out["short"])
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=1, default=str))
         print(f"wrote {args.json}")
-    return 1 if violated else 0
+    if violated:
+        return 1
+    return 0 if per is None or out["complete"] else 2
