@@ -28,24 +28,12 @@ below 1e-10, tested), and the merged KID features equal the single-process ones 
 **Ranks.** ``rank_from_env()`` reads torchrun's RANK / WORLD_SIZE / LOCAL_RANK (rank r of w = shard r of
 w; absent = shard 0 of 1), and ``RankInfo.device()`` picks ``cuda:LOCAL_RANK`` (one GPU per rank).
 
-How ``iec real-eval`` calls it (to be wired into the real-eval runner, which is being refactored)::
-
-    plan = ShardPlan(n_samples=50_000, batch=250, seed=spec.seed)
-    rank = rank_from_env()                  # or a --shard i/n flag: RankInfo(i, n, 0)
-    model = load_default_model(model_dir, device=rank.device())[0]
-    def sample_fn(x_T, b):                  # one global batch -> images (+ per-sample error curves)
-        noise = NoiseSource(seed=plan.batch_noise_seed(b), keyed=True)
-        traj = run_method("iec", model, schedule, x_T.to(rank.device()), T, eta, iec, noise=noise)
-        return {"images": traj.x0, "curves": {"propagated": per_sample_curve}}
-    stats = evaluate_shard(plan, rank.rank, rank.world_size, sample_fn, extractor, (3, 32, 32))
-    save_shard(out / "shards", stats, plan, rank.rank, rank.world_size, meta={"spec_hash": spec.hash})
-    # then once, anywhere:  merged = merge_shards(out / "shards"); mu, cov = merged.fd_stats()
-    #                       fd = frechet_distance(mu, cov, mu_ref, cov_ref); kid(merged.features, ref_feats)
-
-Launch: ``torchrun --nproc-per-node 8 -m iec_theory.cli real-eval SPEC --shards-from-env`` (one GPU per
-rank), or one Dask task per shard with ``run_shards(client, plan, n, sample_fn, extractor, shape, folder)`` on
-the same clusters as ``iec sweep --executor dask`` (resumable: finished shards are skipped). Paper scale:
-50,000 samples x T = 100 x (1 or 2 NFE per step) = 5e6 (DDIM) to 1e7 (IEC) forward passes of the
+``iec real-eval SPEC --shards N | --shard I/N | --shards-from-env | --merge-shards`` uses it through
+real_models/experiment/sharded.py (every row of a spec, one folder of shards per row). Launch on GPUs with
+``torchrun --nproc-per-node 8 -m iec_theory.cli real-eval SPEC --shards-from-env`` (one GPU per rank), or one
+Dask task per shard (``--shards N --executor dask [--scheduler ADDR]``; finished shards are skipped on a rerun).
+``run_shards(client, plan, n, sample_fn, extractor, shape, folder)`` runs a single sampling function the same way.
+Paper scale: 50,000 samples x T = 100 x (1 or 2 NFE per step) = 5e6 (DDIM) to 1e7 (IEC) forward passes of the
 35.7M-parameter network per configuration (experiments/paper_scale.toml.example gives the expected cost).
 """
 

@@ -34,6 +34,17 @@ def _iec_for(preset: str, cache: int):
     return cfg
 
 
+def row_schemes(spec: RealSpec, c: ConfigSpec) -> list[tuple[str, str, Any, int | None]]:
+    """(method, row label, IEC config or None, NFE target or None) of every row run on config c, in order."""
+    out: list[tuple[str, str, Any, int | None]] = []
+    for use in c.iec:
+        out.append(("iec" if use else "ddim", c.name + ("+IEC" if use else ""),
+                    _iec_for(spec.iec_preset, c.cache) if use else None, None))
+    for b in c.baselines:
+        out.append((b, f"{c.name}+{_baseline_tag(b, spec, c)}", None, _matched_nfe(spec, c) if b == "ddim_matched"
+                    else None))
+    return out
+
 
 def _nominal_nfe(method: str, spec: RealSpec, iec: Any, nfe_target: int | None) -> int:
     from iec_theory.baselines import iec_nfe

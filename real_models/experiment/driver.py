@@ -11,10 +11,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from .configurations import _baseline_tag, _iec_for, _load_models, _matched_nfe, _nominal_nfe
+from .configurations import _load_models, _nominal_nfe, row_schemes
 from .quality import _comparisons, _floor, _quality
 from .resources import check_memory
-from .runs import _classify, _dsigma, _eta_ref, _first_evals, _growth_by_batch, _local_errors, _Run, _run
+from .runs import (
+    _classify,
+    _dsigma,
+    _eta_ref,
+    _first_evals,
+    _growth_by_batch,
+    _local_errors,
+    _Run,
+    _run,
+    common_states,
+)
 from .spec import RealSpec, load_real_spec
 from .tables import (
     GROWTH_COLUMNS,
@@ -97,14 +107,7 @@ def run_real_spec(path: str | Path | RealSpec, out_dir: str | Path | None = None
     finals: dict[str, torch.Tensor] = {}
     cache_stats: dict[str, Any] = {}
     for c in spec.configs:
-        schemes: list[tuple[str, str, Any, int | None]] = []
-        for use in c.iec:
-            schemes.append(("iec" if use else "ddim", c.name + ("+IEC" if use else ""),
-                            _iec_for(spec.iec_preset, c.cache) if use else None, None))
-        for b in c.baselines:
-            nfe = _matched_nfe(spec, c) if b == "ddim_matched" else None
-            schemes.append((b, f"{c.name}+{_baseline_tag(b, spec, c)}", None, nfe))
-        for method, label, iec, nfe_target in schemes:
+        for method, label, iec, nfe_target in row_schemes(spec, c):
             t0 = time.perf_counter()
             model = models.efficient(c, spec)
             ref = reference(method, iec, nfe_target)
@@ -117,10 +120,7 @@ def run_real_spec(path: str | Path | RealSpec, out_dir: str | Path | None = None
             n = len(ts)
             abars = state_abars(sched, ts)
             prop = error_curve(traj.xs, ref.traj.xs, abars)
-            times_m = ts + [-1]
-            pos = {tm: k for k, tm in enumerate(times_m)}
-            common = [(pos[tp], k) for k, tp in enumerate(list(ref_plain.traj.timesteps) + [-1]) if tp in pos]
-            idx_m, idx_p = [a for a, _ in common], [b for _, b in common]
+            idx_m, idx_p = common_states(ts, list(ref_plain.traj.timesteps))
             dep = error_curve(traj.xs[idx_m], ref_plain.traj.xs[idx_p], abars_plain[idx_p])
             eta, eta_max, eta_ps, fp_first = _local_errors(pert.records, models.fp, n, D, c.is_fp)
             if not c.is_fp:

@@ -47,14 +47,15 @@ def _floor(n: int, spec: RealSpec, extractor: Any) -> dict[str, Any] | None:
             "KID_cifarnet_ci": r["KID_cifarnet_ci"], "n": r["n"], "source": r["source"]}
 
 
-def _comparisons(rows: list[dict[str, Any]], floor: dict[str, Any] | None, spec: RealSpec) -> dict[str, Any]:
+def _comparisons(rows: list[dict[str, Any]], floor: dict[str, Any] | None, spec: RealSpec,
+                 n: int | None = None) -> dict[str, Any]:
     """Which rows can be told apart: per metric, the pairs whose intervals overlap ("not distinguishable at
     n"; never ranked), and per row the labels it is not distinguishable from (also written into each row's
     quality as ``<metric>_not_distinguishable_from`` and ``<metric>_distinguishable_from_real``)."""
     from ..intervals import BOOTSTRAP_METHOD, distinguishable, indistinguishable_pairs
 
-    out: dict[str, Any] = {"n": spec.batch, "B": spec.metrics["bootstrap"], "level": spec.metrics["level"],
-                           "seed": spec.seed, "method": BOOTSTRAP_METHOD,
+    out: dict[str, Any] = {"n": spec.batch if n is None else n, "B": spec.metrics["bootstrap"],
+                           "level": spec.metrics["level"], "seed": spec.seed, "method": BOOTSTRAP_METHOD,
                            "rule": "intervals overlap -> not distinguishable at this n (never ranked)"}
     for metric in ("FD_cifarnet", "KID_cifarnet"):
         cis = {r["label"]: r["quality"].get(f"{metric}_ci") for r in rows if r["quality"].get(f"{metric}_ci")}

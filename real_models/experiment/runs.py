@@ -24,7 +24,9 @@ class _Run:
 
 
 def _run(method: str, model: Any, spec: RealSpec, schedule: Any, x_T: torch.Tensor, iec: Any,
-         nfe_target: int | None) -> _Run:
+         nfe_target: int | None, noise_seed: int | None = None) -> _Run:
+    """One sampling run of `model` from x_T (keyed noise from `noise_seed`, default the spec's seed), every
+    evaluation recorded."""
     from iec_theory import sample
     from iec_theory.baselines import run_method
     from iec_theory.measure import Recorder
@@ -34,7 +36,7 @@ def _run(method: str, model: Any, spec: RealSpec, schedule: Any, x_T: torch.Tens
 
     rec = Recorder(model)
     rec.reset()
-    noise = NoiseSource(seed=spec.seed, keyed=True)
+    noise = NoiseSource(seed=spec.seed if noise_seed is None else noise_seed, keyed=True)
     t0, c0 = time.perf_counter(), time.process_time()
     with torch.no_grad():
         if method == "ddim_matched":       # plain DDIM on a grid with exactly nfe_target steps, same spacing
@@ -47,6 +49,14 @@ def _run(method: str, model: Any, spec: RealSpec, schedule: Any, x_T: torch.Tens
             traj = run_method(method, rec, schedule, x_T, ts, spec.eta, iec if method == "iec" else None, noise,
                               spec.spacing, nfe_target)
     return _Run(traj, list(rec.records), time.perf_counter() - t0, time.process_time() - c0)
+
+
+def common_states(ts: list[int], ref_ts: list[int]) -> tuple[list[int], list[int]]:
+    """State indices (in a run with timesteps ts, in a reference with ref_ts) of the states both visit, the final
+    state (t = -1) included: the deployment error compares a row with FP DDIM there."""
+    pos = {tm: k for k, tm in enumerate(list(ts) + [-1])}
+    common = [(pos[tp], k) for k, tp in enumerate(list(ref_ts) + [-1]) if tp in pos]
+    return [a for a, _ in common], [b for _, b in common]
 
 
 def _first_evals(records: list) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:

@@ -24,7 +24,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 
 TOP_KEYS = {"kind", "name", "description", "seed", "model", "sampler", "iec", "quant", "cache", "configs",
-            "jacobian", "metrics", "grid", "theorems"}
+            "jacobian", "metrics", "grid", "theorems", "shards"}
 MODEL_KEYS = {"dir", "device", "threads"}
 SAMPLER_KEYS = {"T", "eta", "spacing", "batch"}
 IEC_KEYS = {"preset"}
@@ -38,6 +38,7 @@ METRIC_KEYS = {"fd_kid", "kid_subsets", "psnr_ssim", "bootstrap", "level", "floo
                "diagnostic_samples"}
 GRID_KEYS = {"n", "rows"}
 THEOREM_KEYS = {"enabled"}
+SHARD_KEYS = {"n_samples", "batch"}
 QUANT_PRESETS = ("none", "W8A8", "W4A8")
 BASELINES = ("ddim_matched", "heun")
 IEC_PRESETS = ("official_ddpm", "official_ldm")
@@ -91,6 +92,7 @@ class RealSpec:
     cache_branch: int = 2
     cache_calibration: dict[str, int] = dataclasses.field(default_factory=dict)
     T_requested: int = 0          # sampler.T as written; T = the steps actually run (grids.effective_steps)
+    shards: dict[str, int] = dataclasses.field(default_factory=dict)   # sharded evaluation: n_samples, batch
 
     @property
     def hash(self) -> str:
@@ -119,6 +121,11 @@ def _table(raw: dict, key: str) -> dict:
     v = raw.get(key, {})
     require(isinstance(v, dict), f"{key}: must be a table, got {type(v).__name__}")
     return v
+
+
+def _whole(v: Any) -> Any:
+    """A float with an integer value as that integer (TOML writes 5e4 as a float), anything else unchanged."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
 def _int(v: Any, where: str, lo: int | None = None) -> int:
@@ -175,10 +182,7 @@ def validate_real_spec(raw: dict, path: str | None = None) -> RealSpec:
     require(T_requested <= DDPM_TRAIN_STEPS, f"sampler.T: must be <= {DDPM_TRAIN_STEPS}, got {T_requested}")
     T = effective_steps(T_requested, spacing)     # quad: the distinct official timesteps (grids.py)
     require(T >= 2, f"sampler.T: {T_requested} with {spacing} spacing gives {T} distinct step(s); need >= 2")
-    batch_raw = sampler.get("batch", 16)
-    if isinstance(batch_raw, float) and batch_raw.is_integer():      # TOML 1e9 is a float; read it as the integer
-        batch_raw = int(batch_raw)
-    batch = _int(batch_raw, "sampler.batch", 2)
+    batch = _int(_whole(sampler.get("batch", 16)), "sampler.batch", 2)
 
     iec_t = _table(raw, "iec")
     _unknown(iec_t, IEC_KEYS, "iec.")
@@ -302,9 +306,15 @@ def validate_real_spec(raw: dict, path: str | None = None) -> RealSpec:
     require(not (jacobian["enabled"] and theorems) or jacobian["samples"] <= metrics["diagnostic_samples"],
             f"jacobian.samples: {jacobian['samples']} exceeds metrics.diagnostic_samples="
             f"{metrics['diagnostic_samples']} (theorem checks use the diagnostic samples' local errors)")
+    sh = _table(raw, "shards")
+    _unknown(sh, SHARD_KEYS, "shards.")
+    n_samples = _int(_whole(sh.get("n_samples", batch)), "shards.n_samples", 3)
+    shards = {"n_samples": n_samples,
+              "batch": _int(_whole(sh.get("batch", min(batch, n_samples))), "shards.batch", 1)}
+    require(shards["batch"] <= n_samples, f"shards.batch: {shards['batch']} exceeds shards.n_samples={n_samples}")
     spec = RealSpec(raw, name, description, seed, model_dir, device, threads, T, eta, spacing, batch, iec_preset,
                     calibration, dict(options), configs, jacobian, metrics, grid, theorems, path, cache_branch,
-                    cache_calibration, T_requested)
+                    cache_calibration, T_requested, shards)
     from .resources import check_memory
 
     check_memory(spec, model_dir)
