@@ -2,8 +2,8 @@
 
 One module per stage: ``spec`` (fields, validation, TOML), ``configurations`` (FP and efficient models, IEC
 settings, nominal NFE), ``runs`` (sampling runs, local errors, growth labels), ``quality`` (FD/KID, PSNR/SSIM),
-``theorem_checks`` (Jacobian estimates, T1/T1m/T4-form checks), ``tables`` (JSON/markdown output) and
-``driver`` (``run_real_spec``). The public names are re-exported here.
+``theorem_checks`` (Jacobian estimates, T1/T1m/T4-form checks), ``tables`` (JSON/markdown output),
+``driver`` (``run_real_spec``) and ``sharded`` (the per-sample part of every row in mergeable shards). The public names are re-exported here.
 
 A spec is a TOML file with a top-level ``kind = "real"`` (experiments/real_quick.toml, real_full.toml);
 ``run_real_spec(path, out_dir, model_dir)`` runs it (``iec real-eval SPEC.toml``, and ``iec run`` once it
@@ -59,6 +59,9 @@ Spec layout (every field validated before any work; errors name the field, e.g. 
     rows = ["FP", "W4A8", "W4A8+IEC"]
     [theorems]
     enabled = true                # T1 / T1m / T4-form with the estimated constants (marked estimates)
+    [shards]                      # sharded evaluation only (iec real-eval --shards/--shard/...; ``sharded``)
+    n_samples = 256               # samples per row (default sampler.batch)
+    batch = 64                    # global batch, the shard unit (default min(sampler.batch, n_samples))
 
 Row labels: the efficient model's name ("FP", "W8A8", "W4A8", "cache5", "cache5+affine", "cache5+W8A8"), then "+IEC"
 for the IEC row, "+DDIM<nfe>" for plain DDIM with <nfe> steps (the nominal NFE of the model's IEC
