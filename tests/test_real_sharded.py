@@ -160,3 +160,20 @@ def test_paper_scale_example_is_a_valid_sharded_spec(tmp_path) -> None:
     plan = plan_for(spec)
     assert (plan.n_samples, plan.batch, plan.n_batches, spec.T) == (50_000, 250, 200, 100)
     assert len(plan.sample_range(3, 8)) == 6250
+
+
+def test_torchrun_rank_runs_its_shard_with_the_same_statistics(runs, tmp_path, monkeypatch) -> None:
+    """--shards-from-env: RANK 1 of WORLD_SIZE 4 writes shard 1 of 4, byte-identical statistics to the Dask run's."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    out = tmp_path / "rank"
+    assert main(["real-eval", str(runs["spec"]), "--shards-from-env", "--out", str(out), "--quiet"]) == 0
+    for row in ("FP", "FP_IEC", "W8A8_IEC", "cache2"):
+        got = sorted(p.name for p in (out / "shards" / row).iterdir())
+        assert got == ["shard-00001-of-00004.json", "shard-00001-of-00004.safetensors"]
+        mine = json.loads((out / "shards" / row / got[0]).read_text())
+        dask = json.loads((runs["four"] / "shards" / row / got[0]).read_text())
+        assert mine["sha256"] == dask["sha256"] and mine["range"] == [2, 4]
+    monkeypatch.setenv("RANK", "4")
+    assert main(["real-eval", str(runs["spec"]), "--shards-from-env", "--out", str(out), "--quiet"]) == 2
