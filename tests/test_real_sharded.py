@@ -130,6 +130,8 @@ def test_incomplete_or_foreign_shards_are_refused(runs, tmp_path, capsys) -> Non
     (["--workers", "2"], "--executor/--workers/--scheduler apply to --shards only"),
     (["--shard", "0/2", "--executor", "dask"], "--executor/--workers/--scheduler apply to --shards only"),
     (["--shards", "2", "--executor", "spark"], "--executor must be one of"),
+    (["--shards", "5"], "5 shards but the plan has only 4 global batch(es)"),
+    (["--shard", "1/8"], "8 shards but the plan has only 4 global batch(es)"),
 ])
 def test_bad_shard_arguments_are_one_line_errors(runs, argv, message, capsys, tmp_path) -> None:
     assert main(["real-eval", str(runs["spec"]), *argv, "--out", str(tmp_path / "x"), "--quiet"]) == 2

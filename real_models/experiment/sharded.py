@@ -183,6 +183,9 @@ def run_sharded(spec: RealSpec, out: str | Path, n_shards: int, shards: list[int
 
     out = Path(out)
     require(n_shards >= 1, f"--shards must be >= 1, got {n_shards}")
+    nb = plan_for(spec).n_batches
+    require(n_shards <= nb, f"{n_shards} shards but the plan has only {nb} global batch(es) (shards.n_samples = "
+                            f"{spec.shards['n_samples']}, shards.batch = {spec.shards['batch']}): use at most {nb}")
     meta = shard_meta(spec, model_dir)
     todo = [i for i in (shards if shards is not None else range(n_shards))
             if not shard_done(out, spec, i, n_shards, meta)]
