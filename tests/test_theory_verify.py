@@ -39,6 +39,7 @@ def test_iter_suite_prefixes_are_the_default_suite() -> None:
 def test_per_theorem_judges_each_theorem_on_its_first_n_applicable_instances() -> None:
     """`run_per_theorem` equals `run_suite` on the prefix, restricted per theorem to its first N applicable
     instances, and does not depend on the batch size (so neither on which theorems a batch skips)."""
+    from iec_theory.theorems import THEOREMS
     from iec_theory.theorems.suite import run_per_theorem, run_suite
 
     n = 2
@@ -46,16 +47,19 @@ def test_per_theorem_judges_each_theorem_on_its_first_n_applicable_instances() -
     large = run_per_theorem(n, batch=8)
     assert small["complete"] and large["complete"] and not small["short"]
     for name, s in small["summary"].items():
-        assert s["instances"] + s["vacuous"] == n, name
+        assert s["instances"] == n, name
         a, b = dict(s), dict(large["summary"][name])
         assert a == b, name
     full = run_suite(default_suite(small["instances_run"]))
+    skip = ("hypotheses not met", "vacuous")
     for name, s in small["summary"].items():
         statuses = [r["results"][name]["status"] for r in full["records"]]
-        applicable = [st for st in statuses if st != "hypotheses not met"][:n]
-        first_n_end = [i for i, st in enumerate(statuses) if st != "hypotheses not met"][n - 1] + 1
-        assert s["holds"] == applicable.count("holds") and s["vacuous"] == applicable.count("vacuous")
-        assert s["not_met"] == statuses[:first_n_end].count("hypotheses not met"), name
+        end = [i for i, st in enumerate(statuses) if st not in skip][n - 1] + 1      # past the n-th checked one
+        assert s["holds"] == statuses[:end].count("holds") == n, name
+        assert s["vacuous"] == statuses[:end].count("vacuous"), name
+        assert s["not_met"] == statuses[:end].count("hypotheses not met"), name
+    alone = run_per_theorem(n, theorems={"T6": THEOREMS["T6"]}, batch=5)       # independent of the others
+    assert alone["summary"]["T6"] == small["summary"]["T6"]
 
 
 def test_per_theorem_reports_short_theorems_and_exits_2(capsys) -> None:
@@ -65,3 +69,8 @@ def test_per_theorem_reports_short_theorems_and_exits_2(capsys) -> None:
     assert "SHORT after 3 instances" in text and "T6" in text.split("SHORT")[1]
     assert main(["verify", "--per-theorem", "0", "--quiet"]) == 2
     assert "--per-theorem must be >= 1" in capsys.readouterr().err
+    assert main(["verify", "--theorems", "T7,T1", "--quiet"]) == 2
+    assert "--theorems: unknown T7" in capsys.readouterr().err
+    assert main(["verify", "--theorems", "T2", "--instances", "3", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "T2 " in out and "T1 " not in out

@@ -84,9 +84,9 @@ class _Tally:
                            "not_met": 0, "vacuous": 0, "worst_margin": float("inf"),
                            "tightness": [], "worst_instance": None} for name in names}
 
-    def applicable(self, name: str) -> int:
-        """Instances on which `name`'s hypotheses were met (checked or vacuous)."""
-        return self.per[name]["instances"] + self.per[name]["vacuous"]
+    def checked(self, name: str) -> int:
+        """Instances on which `name` was checked and informative (hypotheses met, not vacuous)."""
+        return self.per[name]["instances"]
 
     def add(self, inst: ToyInstance, name: str, res: Any) -> None:
         p = self.per[name]
@@ -148,14 +148,16 @@ BATCH = 512
 
 def run_per_theorem(per_theorem: int, seed: int = 0, theorems: dict | None = None, progress: Any = None,
                     workers: int = 1, max_instances: int | None = None, batch: int = BATCH) -> dict[str, Any]:
-    """Extend the suite (`iter_suite(seed)`) until every theorem has `per_theorem` applicable instances.
+    """Extend the suite (`iter_suite(seed)`) until every theorem has been checked on `per_theorem` instances.
 
     Each theorem is judged on the FIRST `per_theorem` instances of the sequence on which its hypotheses are met
-    (checked or vacuous); an instance is checked only for the theorems still short when its batch of `batch`
+    and its check is informative (vacuous instances, T6's lower bound <= 0 everywhere, are counted apart and do
+    not fill the quota); a theorem's result is therefore the same whichever other theorems run.
+    An instance is checked only for the theorems still short when its batch of `batch`
     instances starts, and results past a theorem's quota are dropped, so the summary depends neither on the
     worker count nor on the batch size (only `instances_run` does).  Stops at `max_instances` (default
     50 x per_theorem): `complete` says whether every quota was met and `short` lists the theorems that were not.
-    `progress(applicable_min, per_theorem)` after each batch.
+    `progress(checked_min, per_theorem)` after each batch.
     No per-instance records (they would run to hundreds of MB); `instances_run` counts the instances drawn.
     """
     theorems = theorems or THEOREMS
@@ -165,17 +167,17 @@ def run_per_theorem(per_theorem: int, seed: int = 0, theorems: dict | None = Non
     drawn = 0
     t0 = time.time()
     while drawn < cap:
-        short = tuple(n for n in theorems if tally.applicable(n) < per_theorem)
+        short = tuple(n for n in theorems if tally.checked(n) < per_theorem)
         if not short:
             break
         chunk = list(itertools.islice(source, min(batch, cap - drawn)))
         drawn += len(chunk)
         for inst, results in _results(chunk, theorems, workers, [short] * len(chunk)):
             for name, res in results:
-                if tally.applicable(name) < per_theorem:
+                if tally.checked(name) < per_theorem:
                     tally.add(inst, name, res)
         if progress is not None:
-            progress(min(tally.applicable(n) for n in theorems), per_theorem)
-    short = [n for n in theorems if tally.applicable(n) < per_theorem]
+            progress(min(tally.checked(n) for n in theorems), per_theorem)
+    short = [n for n in theorems if tally.checked(n) < per_theorem]
     return {"summary": tally.summary(), "instances_run": drawn, "complete": not short, "short": short,
             "per_theorem": per_theorem, "seconds": time.time() - t0}
