@@ -95,8 +95,10 @@ def test_four_shards_on_two_dask_workers_equal_one_shard(runs) -> None:
     assert doc["floor"]["n"] == 8
 
 
-def test_a_deleted_shard_is_rerun_alone_and_the_merge_is_unchanged(runs, tmp_path) -> None:
+def test_a_deleted_shard_is_rerun_alone_and_the_merge_is_unchanged(runs, tmp_path, monkeypatch) -> None:
     import shutil
+
+    monkeypatch.delenv("IEC_CIFAR10_DIR", raising=False)      # the same floor source as the fixture's runs
 
     from real_models.experiment import load_real_spec
     from real_models.experiment.sharded import merge_sharded, run_sharded
