@@ -147,6 +147,10 @@ def test_shards_table_is_validated(tmp_path, capsys) -> None:
     bad.write_text(SPEC.replace("batch = 2\n", "batch = 9\n").replace("n_samples = 8", "n_samples = 8"))
     assert main(["real-eval", str(bad), "--shards", "1", "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "shards.batch: 9 exceeds shards.n_samples=8" in capsys.readouterr().err
+    bad.write_text(SPEC.replace("batch = 8\n", "batch = 4\n", 1).replace("batch = 2\n", "batch = 6\n")
+                   .replace("diagnostic_samples = 8", "diagnostic_samples = 4"))
+    assert main(["real-eval", str(bad), "--shards", "1", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "shards.batch: 6 exceeds sampler.batch=4" in capsys.readouterr().err
     bad.write_text(SPEC.replace("n_samples = 8", "n_samples = 8\nsize = 3"))
     assert main(["real-eval", str(bad), "--shards", "1", "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "shards." in capsys.readouterr().err

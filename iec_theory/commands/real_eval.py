@@ -21,7 +21,6 @@ is present.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -117,7 +116,8 @@ def _run_sharded(args: argparse.Namespace, spec) -> int:
     else:
         i, n = _parse_shard(args.shard)
     ran = run_sharded(spec, out, n, shards=[i], model_dir=args.model_dir, log=log)
-    log(f"shard {i} of {n}: {'done' if ran else 'already complete'}; merge with: iec real-eval {args.spec} "
+    md = f" --model-dir {args.model_dir}" if args.model_dir is not None else ""
+    log(f"shard {i} of {n}: {'done' if ran else 'already complete'}; merge with: iec real-eval {args.spec}{md} "
         f"--merge-shards --out {out}")
     return 0
 
@@ -129,5 +129,5 @@ def _print_merge(result: dict, out: Path, quiet: bool) -> None:
     nd = result["comparisons"].get("FD_cifarnet", {}).get("not_distinguishable", [])
     if nd:
         print("not distinguishable at n = {} (FD_cifarnet intervals overlap; not ranked): {}".format(
-            result["comparisons"]["n"], "; ".join(f"{a} ~ {b}" for a, b in nd)), file=sys.stdout)
+            result["comparisons"]["n"], "; ".join(f"{a} ~ {b}" for a, b in nd)))
     print(f"wrote {out / 'sharded_results.json'}")

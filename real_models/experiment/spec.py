@@ -312,6 +312,8 @@ def validate_real_spec(raw: dict, path: str | None = None) -> RealSpec:
     shards = {"n_samples": n_samples,
               "batch": _int(_whole(sh.get("batch", min(batch, n_samples))), "shards.batch", 1)}
     require(shards["batch"] <= n_samples, f"shards.batch: {shards['batch']} exceeds shards.n_samples={n_samples}")
+    require(shards["batch"] <= batch, f"shards.batch: {shards['batch']} exceeds sampler.batch={batch} (the batch "
+                                      "whose memory is checked)")
     spec = RealSpec(raw, name, description, seed, model_dir, device, threads, T, eta, spacing, batch, iec_preset,
                     calibration, dict(options), configs, jacobian, metrics, grid, theorems, path, cache_branch,
                     cache_calibration, T_requested, shards)
