@@ -54,7 +54,7 @@ from iec_theory.errors import ConfigError, require
 from iec_theory.fileops import atomic_write_bytes as _atomic_write
 
 __all__ = ["RankInfo", "ShardPlan", "ShardStats", "evaluate_shard", "load_shard", "merge_shards", "rank_from_env",
-           "run_shards", "sample_seed", "save_shard", "shard_name"]
+           "run_shards", "sample_seed", "save_shard", "shard_done", "shard_name"]
 
 FORMAT = "iec-shard-v1"
 
@@ -368,7 +368,8 @@ def merge_shards(source: str | Path | list[str | Path], expect_meta: Mapping[str
     return merged
 
 
-def _shard_done(folder: Path, plan: ShardPlan, shard: int, n_shards: int, meta: Mapping[str, Any]) -> bool:
+def shard_done(folder: Path, plan: ShardPlan, shard: int, n_shards: int, meta: Mapping[str, Any]) -> bool:
+    """True when <folder> holds a valid record of this shard with the same plan and these meta entries."""
     p = folder / f"{shard_name(shard, n_shards)}.json"
     if not p.is_file():
         return False
@@ -390,7 +391,7 @@ def run_shards(client: Any, plan: ShardPlan, n_shards: int,
 
     folder = Path(folder)
     meta = dict(meta or {})
-    todo = [i for i in range(n_shards) if not _shard_done(folder, plan, i, n_shards, meta)]
+    todo = [i for i in range(n_shards) if not shard_done(folder, plan, i, n_shards, meta)]
     futures = {client.submit(evaluate_shard, plan, i, n_shards, sample_fn, feature_fn, shape, keep_features,
                              pure=False): i for i in todo}
     try:

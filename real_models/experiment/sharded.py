@@ -36,7 +36,8 @@ import torch
 
 from iec_theory.errors import require
 
-from ..shards import ShardPlan, ShardStats, load_shard, merge_shards, save_shard, shard_name
+from .. import shards as shard_core
+from ..shards import ShardPlan, ShardStats, merge_shards, save_shard
 from .spec import RealSpec, validate_real_spec
 
 __all__ = ["KID_MAX_N", "evaluate_rows_shard", "merge_sharded", "plan_for", "row_folder", "run_sharded",
@@ -152,19 +153,9 @@ def evaluate_rows_shard(spec_raw: dict, spec_path: str | None, model_dir: str | 
 
 def shard_done(out: Path, spec: RealSpec, shard: int, n_shards: int, meta: dict[str, Any]) -> bool:
     """True when every row of this shard has a valid record of the same plan and meta (a rerun skips it)."""
-    plan = plan_for(spec).as_dict()
-    for label in spec.row_labels():
-        p = row_folder(out, label) / f"{shard_name(shard, n_shards)}.json"
-        if not p.is_file():
-            return False
-        try:
-            _, rec = load_shard(p)
-        except Exception:  # noqa: BLE001 - any unreadable record means: run the shard again
-            return False
-        if rec["plan"] != plan or rec["n_shards"] != n_shards or any(rec["meta"].get(k) != v
-                                                                        for k, v in meta.items()):
-            return False
-    return True
+    plan = plan_for(spec)
+    return all(shard_core.shard_done(row_folder(out, label), plan, shard, n_shards, meta)
+               for label in spec.row_labels())
 
 
 def save_rows_shard(out: Path, spec: RealSpec, shard: int, n_shards: int,
