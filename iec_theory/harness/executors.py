@@ -188,8 +188,11 @@ class DaskExecutor:
             # which cancels the cells and closes the cluster
             old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
             try:
+                # the cluster's own logs only at CRITICAL: on an interrupted run the workers' heartbeats race the
+                # closing scheduler and log tracebacks that mean nothing; a failing cell or shard still raises its
+                # exception here, through its future
                 self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                            dashboard_address=":0", silence_logs=logging.ERROR)
+                                            dashboard_address=":0", silence_logs=logging.CRITICAL)
             finally:
                 if old is not None:
                     signal.signal(signal.SIGINT, old)
