@@ -60,6 +60,9 @@ class TrainConfig:
     precision: str = "fp32"
     channels_last: bool = False
     init_from: str | None = None
+    high_t_share: float = 0.0
+    high_t_from: int = 800
+    high_t_weight: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -82,6 +85,15 @@ class TrainConfig:
         require(self.max_minutes is None or self.max_minutes > 0, "max_minutes must be > 0")
         require(self.log_every >= 1, "log_every must be >= 1")
         require(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_finite(self.high_t_share, "high_t_share", 0.0)
+        require(self.high_t_share <= 1.0, f"high_t_share must be in [0, 1], got {self.high_t_share}")
+        require(0 <= self.high_t_from < self.num_train_steps,
+                f"high_t_from must be in [0, {self.num_train_steps - 1}], got {self.high_t_from}")
+        check_finite(self.high_t_weight, "high_t_weight", 0.0, strict=True)
+
+    @property
+    def high_t(self) -> HighT:
+        return HighT(self.high_t_share, self.high_t_from, self.high_t_weight)
 
 
 def ema_decay_at(decay: float, step: int) -> float:
@@ -97,22 +109,59 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         eb.copy_(mb)
 
 
+@dataclass(frozen=True)
+class HighT:
+    """Extra emphasis on the high-noise end t >= t0 of the DDPM loss (off by default).
+
+    share: the first round(share * batch) timesteps of each batch are drawn from U{t0..N-1} instead of
+    U{0..N-1}; weight: the loss weight of every item with t >= t0 (1 elsewhere), the batch loss being the
+    weighted mean sum(w_i l_i) / sum(w_i). With share = 0 and weight = 1 the loss and its random stream
+    are exactly the plain DDPM loss.
+
+    Why: with the plain loss the eps error at t near N is tiny in eps units but, divided by sqrt(abar_t),
+    is an x0 error of several times the data scale; DDIM grids that start near t = N (uniform spacing
+    starts at 990) then draw saturated images (diagnosis in training/README.md, session 3).
+    """
+
+    share: float = 0.0
+    t0: int = 800
+    weight: float = 1.0
+
+    @property
+    def active(self) -> bool:
+        return self.share > 0.0 or self.weight != 1.0
+
+
+def draw_timesteps(n: int, num_steps: int, generator: torch.Generator, high_t: HighT = HighT()) -> torch.Tensor:
+    """t ~ U{0..N-1} for a batch of n, the first round(share * n) replaced by draws from U{t0..N-1}."""
+    t = torch.randint(0, num_steps, (n,), generator=generator)
+    m = int(round(high_t.share * n))
+    if m > 0:
+        t[:m] = torch.randint(high_t.t0, num_steps, (m,), generator=generator)
+    return t
+
+
 def ddpm_loss(model: torch.nn.Module, x0: torch.Tensor, sqrt_abar: torch.Tensor, sqrt_1m_abar: torch.Tensor,
-              generator: torch.Generator, precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
+              generator: torch.Generator, precision: str = "fp32", channels_last: bool = False,
+              high_t: HighT = HighT()) -> torch.Tensor:
     """MSE between the true noise and model(x_t, t), t ~ U{0..N-1}, x_t = sqrt(abar) x0 + sqrt(1-abar) eps.
 
     precision "bf16": the forward pass runs under CPU bf16 autocast (weights, optimizer and EMA stay
-    float32; the loss is reduced in float32).
+    float32; the loss is reduced in float32). high_t: optional high-noise emphasis (`HighT`).
     """
     n = x0.shape[0]
-    t = torch.randint(0, sqrt_abar.numel(), (n,), generator=generator)
+    t = draw_timesteps(n, sqrt_abar.numel(), generator, high_t)
     noise = torch.randn(x0.shape, generator=generator)
     xt = sqrt_abar[t].view(n, 1, 1, 1) * x0 + sqrt_1m_abar[t].view(n, 1, 1, 1) * noise
     if channels_last:
         xt = xt.contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         pred = model(xt, t, return_dict=False)[0]
-    return torch.mean((pred.float() - noise) ** 2)
+    if high_t.weight == 1.0:
+        return torch.mean((pred.float() - noise) ** 2)
+    per_item = ((pred.float() - noise) ** 2).flatten(1).mean(1)
+    w = torch.where(t >= high_t.t0, high_t.weight, 1.0)
+    return (w * per_item).sum() / w.sum()
 
 
 def _batch(data: torch.Tensor, idx: torch.Tensor, hflip: bool, generator: torch.Generator) -> torch.Tensor:
@@ -212,7 +261,7 @@ class Trainer:
             g["lr"] = lr
         x0 = _batch(self.data, self._next_indices(), cfg.hflip, self.gen)
         loss = ddpm_loss(self.model, x0, self.sqrt_abar, self.sqrt_1m_abar, self.gen, cfg.precision,
-                         cfg.channels_last)
+                         cfg.channels_last, cfg.high_t)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {self.step}")
         self.opt.zero_grad(set_to_none=True)
@@ -248,7 +297,10 @@ class Trainer:
         start = time.monotonic()
         last_ckpt = start
         session = {"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "start_step": self.step,
-                   "threads": torch.get_num_threads(), "resumed": self.resumed_from is not None}
+                   "threads": torch.get_num_threads(), "resumed": self.resumed_from is not None,
+                   "lr": cfg.lr, "precision": cfg.precision}
+        if cfg.high_t.active:
+            session["high_t"] = asdict(cfg.high_t)
         self.sessions.append(session)
         bar = None
         if self.progress:

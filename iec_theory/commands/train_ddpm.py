@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bf16: CPU bf16 autocast for the forward pass, float32 weights, Adam and EMA "
                              "(about 1.75x faster on AVX512-BF16 CPUs; benchmarks/bench_train_precision.py)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    parser.add_argument("--high-t-share", type=float, default=0.0,
+                        help="share of each batch whose t is drawn from U{T0..N-1} (default 0: plain DDPM loss)")
+    parser.add_argument("--high-t-from", type=int, default=800, help="T0 of --high-t-share/--high-t-weight")
+    parser.add_argument("--high-t-weight", type=float, default=1.0,
+                        help="loss weight of items with t >= T0 (weighted batch mean; default 1)")
     parser.add_argument("--init-from", default=None,
                         help="initialise the weights from a diffusers folder (same config) before step 0")
     parser.add_argument("--no-flip", action="store_true", help="disable random horizontal flips")
@@ -126,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
         warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, ema_decay=args.ema_decay, seed=args.seed,
         max_steps=args.max_steps, max_minutes=args.max_minutes, checkpoint_minutes=args.checkpoint_minutes,
         checkpoint_steps=args.checkpoint_steps, log_every=args.log_every, hflip=not args.no_flip,
-        precision=args.precision, channels_last=args.channels_last,
+        precision=args.precision, channels_last=args.channels_last, high_t_share=args.high_t_share,
+        high_t_from=args.high_t_from, high_t_weight=args.high_t_weight,
         init_from=None if args.init_from is None else repo_relative(args.init_from),   # recorded repo-relative
         extra={"config_name": args.config},
     )

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..iec import IECConfig
+from ..jsonsafe import json_safe
 from ..provenance import provenance
 from ..sampler import sample
 from . import verdicts as V
@@ -349,18 +350,5 @@ def summary_line(doc: dict) -> str:
 
 
 def _clean(x: Any) -> Any:
-    """JSON-safe copy: tensors/NaN/inf become numbers or None."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, torch.Tensor):
-        return _clean(x.tolist())
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, (bool, int, str)) or x is None:
-        return x
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return str(x)
+    """JSON-safe copy: tensors become lists, NaN/inf become None."""
+    return json_safe(x, "null")

@@ -31,6 +31,7 @@ from ..baselines import iec_nfe
 from ..errors import ConfigError
 from ..exact_law import exact_output_law, law_distances
 from ..fileops import atomic_write_bytes as _atomic_write
+from ..jsonsafe import json_safe
 from ..measure import measure
 from ..provenance import provenance
 from .spec import MethodSpec, Spec, load_spec, validate_spec
@@ -42,18 +43,8 @@ TABLE_COLUMNS = ("method", "NFE", "propagated_xbar", "deployment_xbar", "total_x
 
 
 def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (np.floating, float)):
-        f = float(v)
-        return f if math.isfinite(f) else str(f)
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, np.ndarray):
-        return _jsonable(v.tolist())
-    return v
+    """Harness results convention: non-finite floats as strings."""
+    return json_safe(v, "string")
 
 
 def _fmt(v: Any) -> str:

@@ -434,16 +434,20 @@ def set_dotted(raw: dict, key: str, value: Any) -> dict:
     return out
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and validate a TOML spec file."""
+def read_spec_toml(path: str | Path) -> dict:
+    """Parse a TOML spec file; a missing file, non-UTF-8 text or bad TOML is one clear error."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"spec file not found: {p}")
+        raise FileNotFoundError(f"spec file {str(p)!r} does not exist")
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p}: not a UTF-8 text file (TOML specs must be UTF-8): {exc.reason} at byte "
                           f"{exc.start}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
-    return validate_spec(raw, str(p))
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a TOML spec file."""
+    return validate_spec(read_spec_toml(path), str(path))

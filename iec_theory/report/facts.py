@@ -11,7 +11,6 @@ folder>"; `iec report --keep-build DIR` keeps them.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,16 +71,3 @@ def read_back(fact: Fact, build_dir: Path, root: Path | None = None) -> str | No
     return tu.num(value)
 
 
-def json_safe(x: Any) -> Any:
-    """A JSON-serialisable copy (numpy scalars to float, non-finite floats to strings)."""
-    if isinstance(x, dict):
-        return {str(k): json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    if isinstance(x, bool) or x is None or isinstance(x, (int, str)):
-        return x
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    return f if math.isfinite(f) else str(f)

@@ -15,13 +15,7 @@ from typing import Any
 import torch
 
 from iec_theory.errors import ConfigError, require
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
-
+from iec_theory.harness.spec import read_spec_toml
 
 TOP_KEYS = {"kind", "name", "description", "seed", "model", "sampler", "iec", "quant", "cache", "configs",
             "jacobian", "metrics", "grid", "theorems", "shards"}
@@ -340,23 +334,13 @@ def _check_device(device: str) -> str:
     return device
 
 
-def _read_toml(path: str | Path) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"spec file {str(p)!r} does not exist")
-    try:
-        return tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
-
-
 def is_real_spec(path: str | Path) -> bool:
     """True when the TOML file has top-level kind = "real" (for `iec run` dispatch)."""
-    return _read_toml(path).get("kind") == "real"
+    return read_spec_toml(path).get("kind") == "real"
 
 
 def load_real_spec(path: str | Path) -> RealSpec:
-    return validate_real_spec(_read_toml(path), str(path))
+    return validate_real_spec(read_spec_toml(path), str(path))
 
 
 

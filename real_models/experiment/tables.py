@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
+from iec_theory.jsonsafe import json_safe
 
 QUALITY_COLUMNS = ("row", "NFE", "wall_s", "cpu_s", "FD_cifarnet", "FD_cifarnet_ci", "KID_cifarnet", "KID_cifarnet_ci",
                    "out_of_range", "PSNR", "SSIM", "propagated_xbar", "deployment_xbar", "growth_propagated",
@@ -20,21 +20,8 @@ JACOBIAN_COLUMNS = ("step", "t", "dsigma", "L mean [min, max]", "L spread", "m m
 
 
 def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return _jsonable(v.tolist())
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        return f if math.isfinite(f) else None
-    return v
-
+    """Real-experiment results convention: non-finite floats as null."""
+    return json_safe(v, "null")
 
 
 def _fmt(v: Any) -> str:

@@ -20,9 +20,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ...jsonsafe import json_safe
 from .. import typst_util as tu
 from ..builder import NotAvailable
-from ..facts import NUMBER, Fact, display, json_safe
+from ..facts import NUMBER, Fact, display
 from . import page1_real, page1_toys
 
 INTRO = ("IEC (test-time Iterative Error Correction, Zhong, Qi and Zhang, ICLR) refines each sampling step of "
