@@ -32,6 +32,7 @@ from iec_theory.provenance import provenance
 from iec_theory.schedules import Schedule
 
 from .checkpoint import CKPT_NAME, load_checkpoint, restore, save_checkpoint
+from .model_history import model_history_entry
 from .unet import ModelLoadError, build_unet, count_parameters
 
 LOG_NAME = "training_log.jsonl"
@@ -438,7 +439,7 @@ def read_log(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 EXPORT_MARK = "`iec train-ddpm`"
 EXPORT_FILES = ("config.json", "diffusion_pytorch_model.safetensors", "metadata.json", LOG_NAME)
 # files other tools write beside an export that describe its weights: stale once the weights change
-DERIVED_PATTERNS = ("quality.json", "sample_grid*.png", "sample_grid*.json")
+DERIVED_PATTERNS = ("quality.json", "quality_*.json", "sample_grid*.png", "sample_grid*.json")
 
 
 def is_export(folder: str | os.PathLike) -> bool:
@@ -462,7 +463,8 @@ def check_export_dir(export_dir: str | os.PathLike, allow_default: bool = False)
     """Validate an export destination before any work; return the stale derived files it would remove.
 
     Allowed: a new folder, an empty one, or a previous `iec train-ddpm` export holding only export files
-    and files describing its weights (quality.json, sample grids: removed, they describe the old model).
+    and files describing its weights (quality*.json, sample grids: removed, they describe the old model;
+    their numbers are kept in the new metadata.json history).
     Anything else there (other files, subfolders) is refused, never deleted. The committed default
     (real_models/weights/ddpm_cifar10_small) needs allow_default (`--export-default`).
     """
@@ -503,6 +505,7 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike, weight
     require(weights in ("ema", "model"), f"weights must be 'ema' or 'model', got {weights!r}")
     stale = check_export_dir(export_dir, allow_default)
     run_dir, export_dir = Path(run_dir), Path(export_dir).absolute()
+    previous = model_history_entry(export_dir) if export_dir.is_dir() else None   # before it is replaced
     tensors, state = load_checkpoint(run_dir)
     from .checkpoint import split_prefix
 
@@ -514,7 +517,7 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike, weight
     export_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp", dir=export_dir.parent))
     try:
-        _write_export(unet, tmp, run_dir, state, weights, max_mb)
+        _write_export(unet, tmp, run_dir, state, weights, max_mb, previous)
         if export_dir.is_dir() and any(export_dir.iterdir()):   # a previous export (checked above)
             old = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.old", dir=export_dir.parent))
             os.replace(export_dir, old / "x")
@@ -536,7 +539,7 @@ def export_run(run_dir: str | os.PathLike, export_dir: str | os.PathLike, weight
 
 
 def _write_export(unet: torch.nn.Module, tmp: Path, run_dir: Path, state: dict[str, Any], weights: str,
-                  max_mb: float) -> None:
+                  max_mb: float, previous: tuple[dict[str, Any], list[dict[str, Any]]] | None = None) -> None:
     unet.save_pretrained(str(tmp), safe_serialization=True)
     size_mb = (tmp / "diffusion_pytorch_model.safetensors").stat().st_size / 2**20
     if size_mb > max_mb:
@@ -566,6 +569,8 @@ def _write_export(unet: torch.nn.Module, tmp: Path, run_dir: Path, state: dict[s
         "train_config": cfg,
         "sessions": state["sessions"],
         "provenance": provenance(seed=cfg["seed"]),
+        # the replaced model (newest first), so that its numbers stay visible (real_models/model_history.py)
+        "history": ([previous[0], *previous[1]] if previous is not None else []),
     }
     (tmp / "metadata.json").write_text(json.dumps(meta, indent=2))
 

@@ -40,6 +40,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from iec_theory.errors import ConfigError  # noqa: E402
+from iec_theory.provenance import repo_relative  # noqa: E402
+from real_models.model_history import quality_summary  # noqa: E402
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -86,17 +88,6 @@ def real_floor(n: int, classifier: Any, extractor: Any, B: int, seed: int, level
     return real_data_floor(n, extractor=extractor, B=B, seed=seed, level=level)
 
 
-def summary(record: dict[str, Any], source: str) -> dict[str, Any]:
-    """The comparable numbers of a quality.json (this script's format or the older n=256 one)."""
-    keep = ("out_of_range", "FD_cifarnet", "FD_cifarnet_ci", "KID_cifarnet", "KID_cifarnet_ci", "IS_cifarnet",
-            "IS_cifarnet_ci")
-    rows = {k: {m: v.get(m) for m in keep if m in v} for k, v in (record.get("rows") or {}).items()
-            if isinstance(v, dict)}
-    return {"source": source, "model": record.get("model"), "n": record.get("n"),
-            "T": record.get("T", record.get("steps")), "seed": record.get("seed", (record.get("provenance") or {})
-                                                                               .get("seed")), "rows": rows}
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="output JSON (refused when it exists, unless --force)")
@@ -128,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             if not hp.is_file():
                 raise ConfigError(f"--history: {h} does not exist")
             rec = json.loads(hp.read_text())
-            history.append(summary(rec, str(h)))
+            history.append(quality_summary(rec, repo_relative(h)))
             history += [x for x in rec.get("history", []) if isinstance(x, dict)]
         torch.set_num_threads(a.threads)
         from iec_theory import sample

@@ -165,6 +165,31 @@ def test_reexport_removes_files_describing_the_old_model(run_dir, tmp_path):
                                                              "metadata.json", LOG_NAME])
 
 
+def test_reexport_keeps_the_replaced_models_numbers_in_the_history(run_dir, tmp_path):
+    from real_models.pretrained import weights_sha256
+
+    dest = export_run(run_dir, tmp_path / "e")
+    first = json.loads((dest / "metadata.json").read_text())
+    assert first["history"] == []
+    sha = weights_sha256(dest)
+    quality = {"n": 1000, "T": 100, "seed": 0, "rows": {"ddim_quad": {"out_of_range": 0.0857, "FD_cifarnet": 12.39,
+                                                                      "FD_cifarnet_ci": [11.9, 12.9], "T": 100}}}
+    (dest / "quality_n1000.json").write_text(json.dumps(quality))
+    (dest / "quality.json").write_text("not json")          # unreadable files are skipped, not fatal
+    export_run(run_dir, dest)
+    second = json.loads((dest / "metadata.json").read_text())
+    assert not (dest / "quality_n1000.json").exists()       # it described the old weights
+    (h,) = second["history"]
+    assert h["steps"] == first["steps"] and h["weights_sha256"] == sha and h["images_seen"] == first["images_seen"]
+    (q,) = h["quality"]
+    assert q["n"] == 1000 and q["rows"] == {"ddim_quad": {"out_of_range": 0.0857, "FD_cifarnet": 12.39,
+                                                          "FD_cifarnet_ci": [11.9, 12.9]}}
+    assert q["source"].endswith("quality_n1000.json")
+    export_run(run_dir, dest)                                # a third export keeps both earlier models, newest first
+    third = json.loads((dest / "metadata.json").read_text())
+    assert len(third["history"]) == 2 and third["history"][1] == h and third["history"][0]["quality"] == []
+
+
 def test_committed_default_needs_an_explicit_flag(run_dir, tmp_path, monkeypatch):
     import real_models.train as train
 
