@@ -176,4 +176,8 @@ def test_train_ddpm_bad_arguments_fail_before_loading_data(tmp_path, a_file, cap
     _err(capsys, base + run + ["--seed", str(2**64)], "--seed")
     _err(capsys, base + run + ["--warmup-steps", "-1"], "--warmup-steps")
     _err(capsys, base + run + ["--checkpoint-minutes", "nan"], "--checkpoint-minutes")
+    _err(capsys, base + run + ["--high-t-share", "1.5"], "--high-t-share")
+    _err(capsys, base + run + ["--high-t-share", "nan"], "--high-t-share")
+    _err(capsys, base + run + ["--high-t-from", "1000"], "--high-t-from")
+    _err(capsys, base + run + ["--high-t-weight", "0"], "--high-t-weight")
     assert not (tmp_path / "run").exists()

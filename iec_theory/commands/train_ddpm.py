@@ -94,6 +94,10 @@ def _check_args(args: argparse.Namespace) -> None:
     require(args.checkpoint_steps is None or args.checkpoint_steps >= 1,
             f"--checkpoint-steps must be >= 1, got {args.checkpoint_steps}")
     require(args.limit is None or args.limit >= 1, f"--limit must be >= 1 (a number of images), got {args.limit}")
+    check_finite(args.high_t_share, "--high-t-share", 0.0)
+    require(args.high_t_share <= 1.0, f"--high-t-share must be in [0, 1], got {args.high_t_share}")
+    require(0 <= args.high_t_from < 1000, f"--high-t-from must be in [0, 999], got {args.high_t_from}")
+    check_finite(args.high_t_weight, "--high-t-weight", 0.0, strict=True)
 
 
 def run(args: argparse.Namespace) -> int:
