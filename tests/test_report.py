@@ -4,6 +4,7 @@ reads what a reader of the PDF sees, which a query of the typst source would not
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import unicodedata
@@ -361,3 +362,27 @@ def test_first_jvp_after_the_report_preload_raises_no_jit_script_warning():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_quality_table_shows_the_replaced_models_numbers(tmp_path):
+    from iec_theory.report.sections.real import _quality_files
+
+    class Ctx:
+        def table(self, header, rows, **kw):
+            self.header, self.rows = header, rows
+            return "table"
+
+        def not_available(self, why):
+            return "n/a: " + why
+
+    (tmp_path / "quality_n1000.json").write_text(json.dumps(
+        {"n": 1000, "T": 100, "rows": {"ddim_uniform": {"out_of_range": 0.04, "FD_cifarnet": 8.0}}}))
+    meta = {"history": [{"steps": 3296, "quality": [{"source": "real_models/weights/x/quality_n1000.json", "n": 1000,
+                                                     "T": 100, "rows": {"ddim_uniform": {"out_of_range": 0.6365,
+                                                                                         "FD_cifarnet": 33.01}}}]}]}
+    ctx = Ctx()
+    assert _quality_files(ctx, tmp_path, meta) == "table"
+    assert ctx.header[0] == "Model" and len(ctx.rows) == 2
+    assert ctx.rows[0][:3] == ["this model", "quality_n1000.json", "ddim_uniform"]
+    assert ctx.rows[1][0] == "replaced #1 (3296 steps)" and str(ctx.rows[1][6]).startswith("33.0")
+    assert _quality_files(Ctx(), tmp_path / "none", {}).startswith("n/a")

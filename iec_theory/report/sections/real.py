@@ -40,6 +40,8 @@ def _default_model(ctx) -> str:
         return "".join(out)
     rows = []
     for k, v in sorted(meta.items()):
+        if k == "history":          # the replaced models' quality appears in the quality table below
+            continue
         if isinstance(v, (dict, list)):
             v = json.dumps(v, sort_keys=True)
             if len(v) > 90:
@@ -48,7 +50,7 @@ def _default_model(ctx) -> str:
     if rows:
         out.append(ctx.table(["Field", "Value"], rows, caption="metadata.json of the committed default DDPM",
                              align="(left, left)"))
-    out.append(_quality_files(ctx, d))
+    out.append(_quality_files(ctx, d, meta))
     log = d / "training_log.jsonl"
     if log.is_file():
         recs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
@@ -69,30 +71,39 @@ def _default_model(ctx) -> str:
     return "".join(out)
 
 
-def _quality_files(ctx, d: Path) -> str:
-    """Sample-quality measurements in the model folder (quality*.json of scripts/measure_default_quality.py)."""
+def _quality_rows(model: str, source: str, rec: dict) -> list[tuple]:
+    n, T = rec.get("n"), rec.get("T", rec.get("steps"))
+    return [(model, source, key, n, T, r.get("out_of_range"), r.get("FD_cifarnet"), r.get("FD_cifarnet_ci"),
+             r.get("KID_cifarnet"), r.get("KID_cifarnet_ci"), r.get("IS_cifarnet"), r.get("IS_cifarnet_ci"))
+            for key, r in (rec.get("rows") or {}).items() if isinstance(r, dict)]
+
+
+def _quality_files(ctx, d: Path, meta: dict | None = None) -> str:
+    """Sample-quality measurements in the model folder (quality*.json of scripts/measure_default_quality.py),
+    then those of the models it replaced (metadata.json history, real_models/model_history.py)."""
     rows = []
     for f in sorted(d.glob("quality*.json")):
         try:
             rec = json.loads(f.read_text())
         except (OSError, ValueError):
             continue
-        n, T = rec.get("n"), rec.get("T", rec.get("steps"))
-        for key, r in (rec.get("rows") or {}).items():
-            if not isinstance(r, dict):
-                continue
-            rows.append((f.name, key, n, T, r.get("out_of_range"), r.get("FD_cifarnet"), r.get("FD_cifarnet_ci"),
-                         r.get("KID_cifarnet"), r.get("KID_cifarnet_ci"), r.get("IS_cifarnet"),
-                         r.get("IS_cifarnet_ci")))
+        rows += _quality_rows("this model", f.name, rec)
+    for i, h in enumerate((meta or {}).get("history") or []):
+        if not isinstance(h, dict):
+            continue
+        label = f"replaced #{i + 1} ({h.get('steps')} steps)"
+        for q in h.get("quality") or []:
+            if isinstance(q, dict):
+                rows += _quality_rows(label, Path(str(q.get("source", "?"))).name, q)
     if not rows:
         return ctx.not_available("no quality*.json in the model folder (run scripts/measure_default_quality.py)")
-    return ctx.table(["File", "Row", "n", "T", "Outside [-1, 1]", "FD", "FD interval", "KID", "KID interval",
+    return ctx.table(["Model", "File", "Row", "n", "T", "Outside [-1, 1]", "FD", "FD interval", "KID", "KID interval",
                       "IS (classifier)", "IS interval"], [[_fmt_cell(v) for v in r] for r in rows],
-                     caption="Sample quality of the committed default DDPM (plain DDIM, eta 0; FD/KID/IS in the "
+                     caption="Sample quality of the committed default DDPM and of the models it replaced (plain DDIM, eta 0; FD/KID/IS in the "
                              "project classifier's space, not Inception; intervals where the file has them; the "
                              "real-data row is the floor at the same n). Rows whose intervals overlap are not "
                              "distinguishable at that n.",
-                     align="(left, left, right, right, right, right, left, right, left, right, left)")
+                     align="(left, left, left, right, right, right, right, left, right, left, right, left)")
 
 
 def _real_specs(ctx):
