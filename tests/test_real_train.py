@@ -104,3 +104,22 @@ def test_export_then_load_and_sample_cli(tmp_path):
     assert main(["sample", "--model-dir", str(out), "--n", "4", "--steps", "2", "--out", str(grid)]) == 0
     rec = json.loads(grid.with_suffix(".json").read_text())
     assert grid.stat().st_size > 0 and rec["n"] == 4 and rec["steps"] == 2 and rec["provenance"]["seed"] == 0
+    # quad spacing with repeated official timesteps runs the distinct ones (a repeated t -> t step is the identity)
+    from real_models.experiment.grids import official_quad_sequence
+
+    qgrid = tmp_path / "q.png"
+    assert main(["sample", "--model-dir", str(out), "--n", "2", "--steps", "100", "--spacing", "quad",
+                 "--out", str(qgrid), "--quiet"]) == 0
+    q = json.loads(qgrid.with_suffix(".json").read_text())
+    assert q["steps_run"] == len(set(official_quad_sequence(1000, 100))) == 96 and q["nfe_per_batch_total"] == 96
+
+
+def test_sample_records_repo_relative_paths(tmp_path, monkeypatch):
+    from iec_theory.cli import main
+    from real_models.pretrained import DEFAULT_MODEL_DIR
+
+    monkeypatch.chdir(tmp_path)          # the default model given by an absolute path, output outside the repo
+    assert main(["sample", "--model-dir", str(DEFAULT_MODEL_DIR.resolve()), "--n", "1", "--steps", "2",
+                 "--out", "g.png", "--quiet"]) == 0
+    rec = json.loads((tmp_path / "g.json").read_text())
+    assert rec["model_dir"] == "real_models/weights/ddpm_cifar10_small" and rec["out"] == "g.png"

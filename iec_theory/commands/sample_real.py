@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from real_models.data import to_uint8_images
+    from real_models.experiment.grids import timesteps_for
     from real_models.pretrained import (
         DEFAULT_MODEL_DIR,
         load_default_model,
@@ -142,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     from ..checks import check_device, check_finite, check_memory, check_output_file, check_seed, check_threads
     from ..errors import require
     from ..iec import IECConfig
-    from ..provenance import provenance
+    from ..provenance import provenance, repo_relative
     from ..sampler import sample
 
     require(args.n >= 1, f"--n must be >= 1, got {args.n}")
@@ -170,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
     shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
     check_memory(sample_memory_bytes(args.n, min(args.batch_size, args.n), args.steps, math.prod(shape)),
                  f"sampling --n {args.n} images of shape {shape} (batch {args.batch_size}, {args.steps} steps)")
+    # quad: the official quadratic timesteps without their repeats (a repeated t -> t DDIM step is the identity)
+    grid = args.steps if args.spacing == "uniform" else timesteps_for(schedule, args.steps, "quad")
     gen = torch.Generator().manual_seed(args.seed)
     x_T = torch.randn((args.n, *shape), generator=gen)  # all initial noise first: independent of batch size
     noise_gen = torch.Generator().manual_seed(args.seed + 1)
@@ -182,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         for start in range(0, args.n, args.batch_size):
             xb = x_T[start:start + args.batch_size].to(args.device)
-            traj = sample(counted, schedule, xb, args.steps, eta=args.eta, iec=iec, generator=noise_gen,
+            traj = sample(counted, schedule, xb, grid, eta=args.eta, iec=iec, generator=noise_gen,
                           spacing=args.spacing, clip_x0=args.clip_x0)
             outs.append(traj.x0.cpu())
             nfe += traj.nfe
@@ -193,13 +196,14 @@ def run(args: argparse.Namespace) -> int:
     images = to_uint8_images(x0)
     save_grid(images, args.out, args.nrow)
     record = {
-        "out": str(args.out), "n": args.n, "steps": args.steps, "spacing": args.spacing, "eta": args.eta,
+        "out": repo_relative(args.out), "n": args.n, "steps": args.steps, "spacing": args.spacing, "eta": args.eta,
+        "steps_run": args.steps if isinstance(grid, int) else len(grid),
         "seed": args.seed, "iec": None if iec is None else {"name": iec.name, "K": iec.K, "lambdas": iec.lambdas,
                                                            "tol": iec.tol, "noise": iec.noise},
         "clip_x0": args.clip_x0, "batch_size": args.batch_size, "nfe_per_batch_total": nfe,
         "wall_seconds": round(wall, 3), "images_per_second": round(args.n / wall, 4),
         "threads": torch.get_num_threads(), "device": args.device,
-        "model_dir": str(model_dir), "weights_sha256": weights_sha256(model_dir),
+        "model_dir": repo_relative(model_dir), "weights_sha256": weights_sha256(model_dir),
         "model_metadata": {k: model_metadata(model_dir).get(k) for k in ("steps", "images_seen", "train_hours",
                                                                           "final_loss_mean_last_20_logs")},
         "x0_stats": {"mean": float(x0.mean()), "std": float(x0.std()),

@@ -99,7 +99,8 @@ def _quality_files(ctx, d: Path, meta: dict | None = None) -> str:
         return ctx.not_available("no quality*.json in the model folder (run scripts/measure_default_quality.py)")
     return ctx.table(["Model", "File", "Row", "n", "T", "Outside [-1, 1]", "FD", "FD interval", "KID", "KID interval",
                       "IS (classifier)", "IS interval"], [[_fmt_cell(v) for v in r] for r in rows],
-                     caption="Sample quality of the committed default DDPM and of the models it replaced (plain DDIM, eta 0; FD/KID/IS in the "
+                     caption="Sample quality of the committed default DDPM and of the models it replaced (plain DDIM, "
+                             "eta 0; FD/KID/IS in the "
                              "project classifier's space, not Inception; intervals where the file has them; the "
                              "real-data row is the floor at the same n). Rows whose intervals overlap are not "
                              "distinguishable at that n.",
