@@ -209,3 +209,66 @@ def test_spectral_radius_and_differentiable_copy(tiny_model_dir):
     with torch.no_grad():
         fd = (f(x + 1e-2 * v, t) - f(x - 1e-2 * v, t)) / 2e-2
     assert float((jv - fd).norm() / fd.norm()) < 1e-2
+
+
+_VOLATILE = {"wall_s", "cpu_s", "seconds", "timings_s", "provenance", "resumed", "total", "total_cpu"}
+
+
+def _stable(v):
+    """A results.json document without its clock readings (what a resumed run must reproduce exactly)."""
+    if isinstance(v, dict) and "columns" in v and "rows" in v:       # the quality table: drop its clock columns
+        keep = [i for i, c in enumerate(v["columns"]) if c not in _VOLATILE]
+        return {"columns": [v["columns"][i] for i in keep], "rows": [[_stable(r[i]) for i in keep] for r in v["rows"]]}
+    if isinstance(v, dict):
+        return {k: _stable(x) for k, x in v.items() if k not in _VOLATILE}
+    if isinstance(v, list):
+        return [_stable(x) for x in v]
+    return v
+
+
+def test_interrupted_run_resumes_at_its_first_unfinished_row(tiny_results, tiny_model_dir, tmp_path, monkeypatch):
+    """Kill the run after its fourth row: the rerun restores rows 0-3 from progress/, computes the rest, and
+    writes the same results and arrays as the uninterrupted run (tiny_results), then removes progress/."""
+    from real_models.experiment import progress as progress_mod
+
+    original, calls = progress_mod.RowProgress.save, []
+
+    def save_then_die(self, index, label, arrays, **record):
+        original(self, index, label, arrays, **record)
+        calls.append(label)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    spec = validate_real_spec(copy.deepcopy(TINY_SPEC))
+    monkeypatch.setattr(progress_mod.RowProgress, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_real_spec(spec, out, model_dir=tiny_model_dir, quiet=True)
+    monkeypatch.undo()
+    assert sorted(p.name for p in (out / "progress").glob("row-*.json")) == [f"row-00{i}.json" for i in range(4)]
+    assert not (out / "results.json").exists()
+
+    run_real_spec(spec, out, model_dir=tiny_model_dir, quiet=True)
+    full = json.loads((tiny_results / "results.json").read_text())
+    resumed = json.loads((out / "results.json").read_text())
+    assert resumed["resumed"]["rows_restored"] == calls and full["resumed"] is None
+    assert _stable(resumed) == _stable(full)
+    assert set(resumed["quant_reports"]) == {"W4A8"} and set(resumed["references"]) == set(full["references"])
+    a, b = np.load(tiny_results / "arrays.npz"), np.load(out / "arrays.npz")
+    assert sorted(a.files) == sorted(b.files)
+    for key in a.files:
+        assert np.array_equal(a[key], b[key], equal_nan=True), key
+    assert not (out / "progress").exists()
+
+
+def test_checkpoints_of_another_run_are_refused(tiny_model_dir, tmp_path):
+    """A results folder whose progress/ belongs to another spec is refused with one line naming the field,
+    and nothing in it is touched."""
+    out = tmp_path / "out"
+    (out / "progress").mkdir(parents=True)
+    meta = out / "progress" / "meta.json"
+    meta.write_text(json.dumps({"spec_hash": "0" * 64, "weights_sha256": "x", "device": "cpu"}))
+    spec = validate_real_spec(copy.deepcopy(TINY_SPEC))
+    with pytest.raises(ConfigError, match="another run.*spec_hash.*weights_sha256"):
+        run_real_spec(spec, out, model_dir=tiny_model_dir, quiet=True)
+    assert sorted(p.name for p in out.rglob("*")) == ["meta.json", "progress"]

@@ -11,7 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .configurations import _load_models, _nominal_nfe, row_schemes
+from iec_theory.errors import ConfigError
+
+from .configurations import _load_models, _Models, _nominal_nfe, row_schemes
+from .progress import RowProgress
 from .quality import _comparisons, _floor, _quality
 from .resources import check_memory
 from .runs import (
@@ -41,6 +44,22 @@ from .tables import (
 from .theorem_checks import _jacobian_estimates, _theorem_checks
 
 
+def _quant_report(models: _Models, name: str) -> dict[str, Any]:
+    """The quantizer's calibration report of model `name` with its five worst layers and its seconds."""
+    qm = models.quantized[name]
+    rep = qm.report.to_dict() if qm.report is not None else {}
+    layers = rep.pop("layers", [])
+    worst = sorted(layers, key=lambda r: -(r.get("out_rel_err") or 0.0))[:5]
+    return {**rep, "layers_worst": worst, "seconds": models.quant_seconds.get(name)}
+
+
+def _correction_record(models: _Models, every: int) -> dict[str, Any]:
+    """Steps, seconds and fit record of the cached-feature correction for refresh interval `every`."""
+    v = models.corrections[every]
+    return {"steps": v.steps, "seconds": models.correction_seconds.get(every),
+            **{m: v.meta.get(m) for m in ("n", "seed", "mse_identity", "mse_fitted")}}
+
+
 def run_real_spec(path: str | Path | RealSpec, out_dir: str | Path | None = None,
                   model_dir: str | Path | None = None, quiet: bool = False) -> Path:
     """Run a real-model spec and write its results folder (layout in the module docstring); return the folder."""
@@ -63,6 +82,13 @@ def run_real_spec(path: str | Path | RealSpec, out_dir: str | Path | None = None
             print(f"[{time.perf_counter() - t_start:7.1f}s] {msg}", flush=True)
 
     models = _load_models(spec, model_dir)
+    from ..pretrained import weights_sha256
+
+    progress = RowProgress(out, {"spec_hash": spec.hash, "weights_sha256": weights_sha256(models.model_dir),
+                                 "device": spec.device})
+    done = progress.open()
+    if done:
+        log(f"resuming from {progress.dir}: {len(done)} finished rows restored")
     cfg = models.unet.config
     shape = (int(cfg.in_channels), int(cfg.sample_size), int(cfg.sample_size))
     g = torch.Generator().manual_seed(spec.seed)
@@ -106,79 +132,109 @@ def run_real_spec(path: str | Path | RealSpec, out_dir: str | Path | None = None
     checks: list[dict[str, Any]] = []
     finals: dict[str, torch.Tensor] = {}
     cache_stats: dict[str, Any] = {}
-    for c in spec.configs:
-        for method, label, iec, nfe_target in row_schemes(spec, c):
-            t0 = time.perf_counter()
-            model = models.efficient(c, spec)
-            ref = reference(method, iec, nfe_target)
-            if c.is_fp:
-                pert = ref       # the FP row of a scheme is its own reference (propagated error exactly zero)
-            else:
-                pert = _run(method, model, spec, sched, x_T, iec, nfe_target)
-            traj = pert.traj
-            ts = list(traj.timesteps)
-            n = len(ts)
-            abars = state_abars(sched, ts)
-            prop = error_curve(traj.xs, ref.traj.xs, abars)
-            idx_m, idx_p = common_states(ts, list(ref_plain.traj.timesteps))
-            dep = error_curve(traj.xs[idx_m], ref_plain.traj.xs[idx_p], abars_plain[idx_p])
-            eta, eta_max, eta_ps, fp_first = _local_errors(pert.records, models.fp, n, D, c.is_fp)
-            if not c.is_fp:
-                pert.records = []      # every evaluation of the row's run: no longer needed (memory)
-            eta_ref_ps = _eta_ref(models.efficient(c, spec) if c.cache else model, ref, n, c.is_fp, D)
-            eta_ref = eta_ref_ps.mean(1)
-            ds = np.array([_dsigma(sched, ts, i, spec.eta) for i in range(n)])
-            E_diag = prop["xbar_per_sample"][:, :D]
-            g_prop, R = _classify(E_diag.mean(1), eta_ref, ds)
-            g_dep, _ = _classify(dep["xbar_per_sample"][:, :D].mean(1), None, None)
-            by_batch = {"propagated": _growth_by_batch(E_diag, eta_ref_ps, ds, G),
-                        "deployment": _growth_by_batch(dep["xbar_per_sample"][:, :D], None, None, G)}
-            ray_mean, ray_min = np.full(n, np.nan), np.full(n, np.nan)
-            ref_first = _first_evals(ref.records)
-            if not c.is_fp:
-                for i in range(n):
-                    delta = (traj.xs[i][:D] - ref.traj.xs[i][:D]).reshape(D, -1).double()
-                    nrm2 = (delta * delta).sum(1)
-                    if i not in fp_first or i not in ref_first or float(nrm2.max()) == 0.0:
-                        continue
-                    de = (fp_first[i] - ref_first[i][1][:D]).reshape(D, -1).double()
-                    mu = ((de * delta).sum(1) / nrm2.clamp_min(1e-300))[nrm2 > 0]
-                    ray_mean[i], ray_min[i] = float(mu.mean()), float(mu.min())
-            x0 = traj.x0.detach().cpu()
-            finals[label] = x0
-            quality = _quality(x0, ref_plain.traj.x0.cpu(), spec, extractor)
-            selected = sorted(iec.select.resolve(ts)) if iec is not None else []
-            row = {"label": label, "model": {"quant": c.quant, "cache": c.cache}, "scheme": method,
-                   "iec": None if iec is None else {"name": iec.name, "K": iec.K, "lambdas": list(iec.lambdas),
-                                                    "tol": iec.tol, "noise": iec.noise, "steps": selected},
-                   "NFE": int(traj.nfe), "NFE_nominal": _nominal_nfe(method, spec, iec, nfe_target),
-                   "steps": n, "wall_s": pert.wall_s, "cpu_s": pert.cpu_s,
-                   "early_stops": sum(int(r.early_stop) for r in traj.steps),
-                   "propagated_x": float(prop["x"][-1]), "propagated_xbar": float(prop["xbar"][-1]),
-                   "deployment_x": float(dep["x"][-1]), "deployment_xbar": float(dep["xbar"][-1]),
-                   "eta_mean": float(eta.mean()), "eta_ref_mean": float(eta_ref.mean()),
-                   "growth_propagated": g_prop, "growth_deployment": g_dep, "growth_batches": by_batch,
-                   "quality": quality}
-            if c.cache and hasattr(model, "stats"):
-                cache_stats[label] = model.stats.as_dict()
-                row["cache_stats"] = cache_stats[label]
+    saved_refs: dict[str, Any] = {}
+    saved_quant: dict[str, Any] = {}
+    saved_corr: dict[str, Any] = {}
+    restored: list[str] = []
+    schemes = [(c, *s) for c in spec.configs for s in row_schemes(spec, c)]
+    for k, (c, method, label, iec, nfe_target) in enumerate(schemes):
+        if k in done:
+            rec = done[k]
+            if rec["label"] != label:
+                raise ConfigError(f"{progress.dir}: checkpoint row-{k:03d} is row {rec['label']!r}, the spec's "
+                                  f"row {k} is {label!r}; pass another --out")
+            row = rec["row"]
             rows.append(row)
-            p = f"{label}/"
-            arrays.update({p + "timesteps": np.array(ts), p + "abars": abars, p + "dsigmas": ds, p + "eta": eta,
-                           p + "eta_max": eta_max, p + "eta_ref": eta_ref, p + "eta_per_sample": eta_ps,
-                           p + "eta_ref_per_sample": eta_ref_ps,
-                           p + "propagated_x": prop["x"], p + "propagated_xbar": prop["xbar"],
-                           p + "propagated_xbar_per_sample": prop["xbar_per_sample"],
-                           p + "deployment_x": dep["x"], p + "deployment_xbar": dep["xbar"],
-                           p + "deployment_states": np.array(idx_m), p + "growth_R": np.asarray(R, dtype=np.float64),
-                           p + "rayleigh_mu_mean": ray_mean, p + "rayleigh_mu_min": ray_min,
-                           p + "x0": x0.float().cpu().numpy()})
-            if spec.theorems and jac and not c.is_fp:
-                checks += _theorem_checks(label, method, pert, ref, eta_ps, jac, jac_arrays, spec.jacobian["samples"])
-            timings[label] = time.perf_counter() - t0
-            log(f"{label}: NFE {traj.nfe}, sampling {pert.wall_s:.1f}s, row {timings[label]:.1f}s, "
-                f"prop {row['propagated_xbar']:.3g}, dep {row['deployment_xbar']:.3g}, growth {g_prop['label']} "
-                f"(batches {by_batch['propagated']['share']}){_fd_text(quality)}")
+            arrays.update(rec["arrays"])
+            finals[label] = torch.from_numpy(rec["arrays"][f"{label}/x0"])
+            checks += rec["checks"]
+            if "cache_stats" in row:
+                cache_stats[label] = row["cache_stats"]
+            saved_refs.update(rec["reference"])
+            saved_quant.update(rec["quant_reports"])
+            saved_corr.update(rec["cache_corrections"])
+            timings[label] = rec["seconds"]
+            restored.append(label)
+            continue
+        t0 = time.perf_counter()
+        n_checks = len(checks)
+        model = models.efficient(c, spec)
+        ref = reference(method, iec, nfe_target)
+        if c.is_fp:
+            pert = ref       # the FP row of a scheme is its own reference (propagated error exactly zero)
+        else:
+            pert = _run(method, model, spec, sched, x_T, iec, nfe_target)
+        traj = pert.traj
+        ts = list(traj.timesteps)
+        n = len(ts)
+        abars = state_abars(sched, ts)
+        prop = error_curve(traj.xs, ref.traj.xs, abars)
+        idx_m, idx_p = common_states(ts, list(ref_plain.traj.timesteps))
+        dep = error_curve(traj.xs[idx_m], ref_plain.traj.xs[idx_p], abars_plain[idx_p])
+        eta, eta_max, eta_ps, fp_first = _local_errors(pert.records, models.fp, n, D, c.is_fp)
+        if not c.is_fp:
+            pert.records = []      # every evaluation of the row's run: no longer needed (memory)
+        eta_ref_ps = _eta_ref(models.efficient(c, spec) if c.cache else model, ref, n, c.is_fp, D)
+        eta_ref = eta_ref_ps.mean(1)
+        ds = np.array([_dsigma(sched, ts, i, spec.eta) for i in range(n)])
+        E_diag = prop["xbar_per_sample"][:, :D]
+        g_prop, R = _classify(E_diag.mean(1), eta_ref, ds)
+        g_dep, _ = _classify(dep["xbar_per_sample"][:, :D].mean(1), None, None)
+        by_batch = {"propagated": _growth_by_batch(E_diag, eta_ref_ps, ds, G),
+                    "deployment": _growth_by_batch(dep["xbar_per_sample"][:, :D], None, None, G)}
+        ray_mean, ray_min = np.full(n, np.nan), np.full(n, np.nan)
+        ref_first = _first_evals(ref.records)
+        if not c.is_fp:
+            for i in range(n):
+                delta = (traj.xs[i][:D] - ref.traj.xs[i][:D]).reshape(D, -1).double()
+                nrm2 = (delta * delta).sum(1)
+                if i not in fp_first or i not in ref_first or float(nrm2.max()) == 0.0:
+                    continue
+                de = (fp_first[i] - ref_first[i][1][:D]).reshape(D, -1).double()
+                mu = ((de * delta).sum(1) / nrm2.clamp_min(1e-300))[nrm2 > 0]
+                ray_mean[i], ray_min[i] = float(mu.mean()), float(mu.min())
+        x0 = traj.x0.detach().cpu()
+        finals[label] = x0
+        quality = _quality(x0, ref_plain.traj.x0.cpu(), spec, extractor)
+        selected = sorted(iec.select.resolve(ts)) if iec is not None else []
+        row = {"label": label, "model": {"quant": c.quant, "cache": c.cache}, "scheme": method,
+               "iec": None if iec is None else {"name": iec.name, "K": iec.K, "lambdas": list(iec.lambdas),
+                                                "tol": iec.tol, "noise": iec.noise, "steps": selected},
+               "NFE": int(traj.nfe), "NFE_nominal": _nominal_nfe(method, spec, iec, nfe_target),
+               "steps": n, "wall_s": pert.wall_s, "cpu_s": pert.cpu_s,
+               "early_stops": sum(int(r.early_stop) for r in traj.steps),
+               "propagated_x": float(prop["x"][-1]), "propagated_xbar": float(prop["xbar"][-1]),
+               "deployment_x": float(dep["x"][-1]), "deployment_xbar": float(dep["xbar"][-1]),
+               "eta_mean": float(eta.mean()), "eta_ref_mean": float(eta_ref.mean()),
+               "growth_propagated": g_prop, "growth_deployment": g_dep, "growth_batches": by_batch,
+               "quality": quality}
+        if c.cache and hasattr(model, "stats"):
+            cache_stats[label] = model.stats.as_dict()
+            row["cache_stats"] = cache_stats[label]
+        rows.append(row)
+        p = f"{label}/"
+        row_arrays = {p + "timesteps": np.array(ts), p + "abars": abars, p + "dsigmas": ds, p + "eta": eta,
+                       p + "eta_max": eta_max, p + "eta_ref": eta_ref, p + "eta_per_sample": eta_ps,
+                       p + "eta_ref_per_sample": eta_ref_ps,
+                       p + "propagated_x": prop["x"], p + "propagated_xbar": prop["xbar"],
+                       p + "propagated_xbar_per_sample": prop["xbar_per_sample"],
+                       p + "deployment_x": dep["x"], p + "deployment_xbar": dep["xbar"],
+                       p + "deployment_states": np.array(idx_m), p + "growth_R": np.asarray(R, dtype=np.float64),
+                       p + "rayleigh_mu_mean": ray_mean, p + "rayleigh_mu_min": ray_min,
+                      p + "x0": x0.float().cpu().numpy()}
+        arrays.update(row_arrays)
+        if spec.theorems and jac and not c.is_fp:
+            checks += _theorem_checks(label, method, pert, ref, eta_ps, jac, jac_arrays, spec.jacobian["samples"])
+        timings[label] = time.perf_counter() - t0
+        rkey = next(kk for kk, v in refs.items() if v is ref)
+        progress.save(k, label, row_arrays, row=row, checks=checks[n_checks:], seconds=timings[label],
+                      reference={str(rkey): {"NFE": ref.traj.nfe, "wall_s": ref.wall_s, "cpu_s": ref.cpu_s}},
+                      quant_reports={c.quant: _quant_report(models, c.quant)} if c.quant != "none" else {},
+                      cache_corrections={str(c.cache): _correction_record(models, c.cache)}
+                      if c.correction else {})
+        log(f"{label}: NFE {traj.nfe}, sampling {pert.wall_s:.1f}s, row {timings[label]:.1f}s, "
+            f"prop {row['propagated_xbar']:.3g}, dep {row['deployment_xbar']:.3g}, growth {g_prop['label']} "
+            f"(batches {by_batch['propagated']['share']}){_fd_text(quality)}")
 
     t0 = time.perf_counter()
     floor = _floor(B, spec, extractor)
@@ -223,15 +279,10 @@ def run_real_spec(path: str | Path | RealSpec, out_dir: str | Path | None = None
         + (f"\n## FP Jacobian estimates along the FP DDIM trajectory (x coordinates; estimates)\n\n"
            f"{_markdown(JACOBIAN_COLUMNS, _jacobian_rows(jac))}\n" if jac else "")
         + f"\n## Distinguishability\n\n{verdict}\n")
-    from ..pretrained import model_metadata, weights_sha256
+    from ..pretrained import model_metadata
 
     meta = model_metadata(models.model_dir)
-    qreports = {}
-    for name, qm in models.quantized.items():
-        rep = qm.report.to_dict() if qm.report is not None else {}
-        layers = rep.pop("layers", [])
-        worst = sorted(layers, key=lambda r: -(r.get("out_rel_err") or 0.0))[:5]
-        qreports[name] = {**rep, "layers_worst": worst, "seconds": models.quant_seconds.get(name)}
+    qreports = {**saved_quant, **{name: _quant_report(models, name) for name in models.quantized}}
     result = {
         "kind": "real", "name": spec.name, "description": spec.description, "spec": spec.raw, "spec_path": spec.path,
         "spec_hash": spec.hash,
@@ -247,17 +298,19 @@ def run_real_spec(path: str | Path | RealSpec, out_dir: str | Path | None = None
                      "growth_batches": G, "cache_branch": spec.cache_branch, "bootstrap": spec.metrics["bootstrap"],
                      "level": spec.metrics["level"]},
         "floor": floor, "comparisons": comparisons,
-        "cache_corrections": {str(k): {"steps": v.steps, "seconds": models.correction_seconds.get(k),
-                                       **{m: v.meta.get(m) for m in ("n", "seed", "mse_identity", "mse_fitted")}}
-                              for k, v in models.corrections.items()},
+        "cache_corrections": {**saved_corr, **{str(k): _correction_record(models, k) for k in models.corrections}},
         "rows": rows,
         "quality_table": {"columns": list(QUALITY_COLUMNS), "rows": qrows},
         "growth": {r["label"]: {"propagated": r["growth_propagated"], "deployment": r["growth_deployment"]}
                    for r in rows},
         "jacobian": jac, "theorem_checks": checks, "theorem_summary": summary, "quant_reports": qreports,
-        "references": {str(k): {"NFE": v.traj.nfe, "wall_s": v.wall_s, "cpu_s": v.cpu_s} for k, v in refs.items()},
+        "references": {**saved_refs,
+                       **{str(k): {"NFE": v.traj.nfe, "wall_s": v.wall_s, "cpu_s": v.cpu_s} for k, v in refs.items()}},
         "timings_s": {**timings, "total": time.perf_counter() - t_start,
                       "total_cpu": time.process_time() - c_start}, "files": files,
+        "resumed": {"rows_restored": restored,
+                    "note": "rows restored from progress/ checkpoints of an interrupted run of the same spec and "
+                            "weights; timings_s.total and total_cpu count this process only"} if restored else None,
         "notes": [
             "FP rows are their own references: their propagated error is zero by construction.",
             "wall_s / cpu_s: sampling time of the row alone (wall clock / process CPU time; threads as in "
@@ -274,6 +327,7 @@ def run_real_spec(path: str | Path | RealSpec, out_dir: str | Path | None = None
         "provenance": provenance(seed=spec.seed, spec_hash=spec.hash),
     }
     (out / "results.json").write_text(json.dumps(_jsonable(result), indent=2))
+    progress.finish()
     log(f"done: {out} ({time.perf_counter() - t_start:.1f}s wall, {time.process_time() - c_start:.1f}s CPU)")
     if not quiet:
         print(table)
