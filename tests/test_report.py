@@ -386,3 +386,62 @@ def test_quality_table_shows_the_replaced_models_numbers(tmp_path):
     assert ctx.rows[0][:3] == ["this model", "quality_n1000.json", "ddim_uniform"]
     assert ctx.rows[1][0] == "replaced #1 (3296 steps)" and str(ctx.rows[1][6]).startswith("33.0")
     assert _quality_files(Ctx(), tmp_path / "none", {}).startswith("n/a")
+
+
+def test_page1_real_says_which_way_distinguishable_pairs_go(tmp_path):
+    """Page 1 must not claim IEC worsens FD where its interval says it improves: with one distinguishable
+    pair where IEC is better and one where it is worse, the text counts 1 and 1 (the counts are traced)."""
+    import json
+
+    from iec_theory.report.builder import PROFILES, Context
+    from iec_theory.report.sections.page1_real import real_answer
+
+    folder = _real_results_fixture(tmp_path / "results")
+    doc = json.loads((folder / "results.json").read_text())
+    q = {r["label"]: r["quality"] for r in doc["rows"]}
+    q["W4A8+IEC"].update(FD_cifarnet=20.0, FD_cifarnet_ci=[19.0, 21.0], FD_cifarnet_not_distinguishable_from=[])
+    q["W4A8"]["FD_cifarnet_not_distinguishable_from"] = []
+    q["FP+IEC"].update(FD_cifarnet=50.0, FD_cifarnet_ci=[49.0, 51.0], FD_cifarnet_not_distinguishable_from=[])
+    q["FP"]["FD_cifarnet_not_distinguishable_from"] = []
+    (folder / "results.json").write_text(json.dumps(doc))
+    ctx = Context(profile=PROFILES["ci"], seed=0, build_dir=tmp_path, results_dirs=(tmp_path / "results",))
+    text = _norm(re.sub(r"\\(.)", r"\1", real_answer(ctx, None)))
+    assert _norm("not distinguishable in 0 of 2 pairs (not ranked); of the 2 distinguishable pairs, IEC's FD is "
+                 "higher (worse) in 1 and lower (better) in 1") in text, text
+    assert _norm("higher (worse) one") not in text
+
+
+def test_page1_real_adds_one_traced_sentence_per_other_real_run(tmp_path):
+    """With results of two real specs, page 1 describes one in full and the other in one sentence whose
+    counts come from that file (here IEC better in its one distinguishable pair)."""
+    import json
+    import shutil
+
+    from iec_theory.report.builder import PROFILES, Context
+    from iec_theory.report.facts import read_back
+    from iec_theory.report.sections.page1_real import real_answer
+    from real_models.experiment import load_real_spec
+
+    quick = _real_results_fixture(tmp_path / "results")
+    full_spec = load_real_spec(Path(__file__).resolve().parents[1] / "experiments" / "real_full.toml")
+    full = tmp_path / "results" / f"real_full-{full_spec.hash[:8]}"
+    shutil.copytree(quick, full)
+    doc = json.loads((full / "results.json").read_text())
+    doc.update(name="real_full", spec_hash=full_spec.hash)
+    doc["settings"].update(T=100, batch=8)              # fewer images: page 1 describes real_quick in full
+    q = {r["label"]: r["quality"] for r in doc["rows"]}
+    q["W4A8+IEC"].update(FD_cifarnet=20.0, FD_cifarnet_ci=[19.0, 21.0], FD_cifarnet_not_distinguishable_from=[])
+    q["W4A8"]["FD_cifarnet_not_distinguishable_from"] = []
+    (full / "results.json").write_text(json.dumps(doc))
+    ctx = Context(profile=PROFILES["ci"], seed=0, build_dir=tmp_path, results_dirs=(tmp_path / "results",))
+    text = _norm(re.sub(r"\\(.)", r"\1", real_answer(ctx, None)))
+    assert text.startswith(_norm("Real network (real_quick:")), text
+    assert _norm("Also real_full (T = 100, 8 images): 4 of 4 configurations with a propagated error grow at most "
+                 "linearly; FD of X+IEC against X: not distinguishable in 1, higher (worse) in 0, lower (better) "
+                 "in 1 of 2 pairs; IEC lowers the final propagated error in 1 of 1.") in text, text
+    assert _norm(f"results/real_full-{full_spec.hash[:8]}/results.json") in text
+    for fact in ctx.facts:
+        if fact.pointer:
+            assert read_back(fact, tmp_path) == fact.text, fact
+        else:
+            assert fact.note, fact

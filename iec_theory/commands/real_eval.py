@@ -4,7 +4,10 @@ FP, W8A8, W4A8, cache and cache + W8A8 rows with and without IEC, compute-matche
 growth classification (shares over independent x_T batches), Jacobian estimates and the quality table with FD/KID
 bootstrap intervals, the real-data floor at the same n and the rows that are not distinguishable at that n (printed
 at the end); layout in real_models/experiment/__init__.py. The spec is validated completely (fields, device, a memory
-estimate of the batch) before any model is loaded; a bad spec is a one-line error and exit status 2.
+estimate of the batch) before any model is loaded; a bad spec is a one-line error and exit status 2. Each finished
+row is checkpointed under <out>/progress/ (real_models/experiment/progress.py): an interrupted run (Ctrl-C, SIGTERM,
+a killed session) rerun with the same command resumes at its first unfinished row; progress/ is removed once
+results.json is written.
 
 Sharded evaluation (real_models/experiment/sharded.py; the spec's [shards] n_samples and batch): the per-sample part
 of every row split into shards of whole global batches, the same images whatever the shard count, merged exactly:

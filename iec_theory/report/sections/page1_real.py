@@ -2,8 +2,9 @@
 configuration, FD/KID with and without IEC beside their noise, equal-NFE baselines).
 
 Reads the results.json of a real-model spec (experiments/*.toml with kind = "real") from the report's
-results folders; with several, the one with the most images. Every number goes through ctx.fact with
-its JSON pointer into that file.
+results folders; with several, the one with the most images in full and every other real spec's results in
+one sentence (growth, the direction of IEC's FD where intervals separate, propagated error). Every number
+goes through ctx.fact with its JSON pointer into that file or a note saying how it is derived.
 """
 
 from __future__ import annotations
@@ -47,7 +48,50 @@ def find_real_results(ctx) -> tuple[Path, dict[str, Any]] | None:
                 found.append((rj, doc))
     best = max(found, key=lambda fd: int((fd[1].get("settings") or {}).get("batch") or 0)) if found else None
     ctx.shared["page1_real"] = best
+    others: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for rj, doc in found:       # one per other spec: the first found (results_dirs order)
+        if best is not None and doc.get("spec_hash") != best[1].get("spec_hash"):
+            others.setdefault(doc["spec_hash"], (rj, doc))
+    ctx.shared["page1_real_others"] = list(others.values())
     return best
+
+
+def other_real_lines(ctx) -> tuple[str, list[str]]:
+    """One compact traced sentence per other real spec with results (e.g. real_full beside real_quick), so
+    page 1 shows every real run's IEC direction, not only the one it describes in full; ('', []) if none."""
+    find_real_results(ctx)
+    out, files = [], []
+    for path, doc in ctx.shared.get("page1_real_others") or []:
+        f, rows, st = str(path), doc.get("rows") or [], doc.get("settings") or {}
+        grown = [r for r in rows if (r.get("growth_propagated") or {}).get("label") not in (None, "zero")]
+        n_lin = sum(1 for r in grown if r["growth_propagated"]["label"] == "linear")
+        s = (tu.text(f"Also {doc.get('name')} (T = ") + ctx.fact(st.get("T"), f, ("settings", "T"))
+             + tu.text(", ") + ctx.fact(st.get("batch"), f, ("settings", "batch")) + tu.text(" images): ")
+             + ctx.fact(n_lin, f, note="rows whose growth_propagated.label is linear") + tu.text(" of ")
+             + ctx.fact(len(grown), f, note="rows with a nonzero propagated error")
+             + tu.text(" configurations with a propagated error grow at most linearly"))
+        pairs = [(i, j) for i, j in _pairs(rows)
+                 if _quality(rows[i], "FD_cifarnet_ci") is not None and _quality(rows[j], "FD_cifarnet_ci") is not None]
+        if pairs:
+            indist = [(i, j) for i, j in pairs
+                      if str(rows[j].get("label")) in (_quality(rows[i], "FD_cifarnet_not_distinguishable_from") or [])]
+            sep = [(i, j) for i, j in pairs if (i, j) not in indist]
+            up = sum(1 for i, j in sep if _quality(rows[j], "FD_cifarnet") > _quality(rows[i], "FD_cifarnet"))
+            note = "X / X+IEC pairs with FD intervals; overlap = not distinguishable, else the sign of the difference"
+            s += (tu.text("; FD of X+IEC against X: not distinguishable in ") + ctx.fact(len(indist), f, note=note)
+                  + tu.text(", higher (worse) in ") + ctx.fact(up, f, note=note) + tu.text(", lower (better) in ")
+                  + ctx.fact(len(sep) - up, f, note=note) + tu.text(" of ") + ctx.fact(len(pairs), f, note=note)
+                  + tu.text(" pairs"))
+        dprop = [(rows[j].get("propagated_xbar"), rows[i].get("propagated_xbar")) for i, j in _pairs(rows)]
+        dprop = [(a, b) for a, b in dprop if a is not None and b is not None and b > 0]
+        if dprop:
+            s += (tu.text("; IEC lowers the final propagated error in ")
+                  + ctx.fact(sum(1 for a, b in dprop if a < b), f,
+                             note="pairs with propagated_xbar of X+IEC below X (X with a nonzero one)")
+                  + tu.text(" of ") + ctx.fact(len(dprop), f, note="pairs whose X row has a nonzero propagated_xbar"))
+        out.append(s + tu.text(".") + " ")
+        files.append(f)
+    return "".join(out), files
 
 
 def _quality(row: dict, key: str):
@@ -136,7 +180,17 @@ def real_answer(ctx, evidence: str | None) -> str:
                       + ctx.fact(st.get("batch"), f, ("settings", "batch"))
                       + tu.text(" images the FD of X and X+IEC is not distinguishable in ")
                       + ctx.fact(len(indist), f, note=cnote) + tu.text(" of ") + ctx.fact(len(pairs), f, note=cnote)
-                      + tu.text(" pairs (not ranked); where it is, IEC's FD is the higher (worse) one. "))
+                      + tu.text(" pairs (not ranked)"))
+                sep = [(i, j) for i, j in pairs if (i, j) not in indist]
+                if sep:
+                    snote = ("pairs with disjoint FD intervals whose X+IEC FD is above (worse) / below (better) "
+                             "the X row's")
+                    up = sum(1 for i, j in sep if _quality(rows[j], "FD_cifarnet") > _quality(rows[i], "FD_cifarnet"))
+                    q += (tu.text("; of the ") + ctx.fact(len(sep), f, note=cnote)
+                          + tu.text(" distinguishable pairs, IEC's FD is higher (worse) in ")
+                          + ctx.fact(up, f, note=snote) + tu.text(" and lower (better) in ")
+                          + ctx.fact(len(sep) - up, f, note=snote))
+                q += tu.text(". ")
             elif stds:
                 smin = min(stds)
                 within = all(abs(d) < smin for d in d_kid)
@@ -165,10 +219,13 @@ def real_answer(ctx, evidence: str | None) -> str:
                                                               ("rows", j, "propagated_xbar"))
                           + tu.text(" with IEC)"))
             out.append(q + tu.text(".") + "\n\n")
+    others, other_files = other_real_lines(ctx)
+    if others:
+        out.append(others + "\n\n")
     out.append(ev)
     from .summary import source_line
 
-    return "".join(out) + source_line([f])
+    return "".join(out) + source_line([f, *other_files])
 
 
 def real_equal_compute(ctx) -> str:
