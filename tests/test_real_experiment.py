@@ -167,6 +167,14 @@ def test_real_eval_command_exits_2_on_a_bad_spec(tmp_path):
     assert p.returncode == 2 and "model.device" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
+def test_a_toy_spec_or_a_folder_is_named_as_such():
+    """A toy spec handed to real-eval says kind is missing (not a list of unknown fields); a folder is a folder."""
+    with pytest.raises(ConfigError, match="kind: required.*iec run"):
+        load_real_spec(ROOT / "experiments" / "stiff.toml")
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_real_spec(ROOT / "experiments")
+
+
 def test_committed_specs_validate():
     quick, full = (load_real_spec(ROOT / "experiments" / f"{n}.toml") for n in ("real_quick", "real_full"))
     for name, spec in (("real_quick", quick), ("real_full", full)):

@@ -437,6 +437,8 @@ def set_dotted(raw: dict, key: str, value: Any) -> dict:
 def read_spec_toml(path: str | Path) -> dict:
     """Parse a TOML spec file; a missing file, non-UTF-8 text or bad TOML is one clear error."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"spec file {str(p)!r} is a directory; pass a TOML file, e.g. experiments/stiff.toml")
     if not p.is_file():
         raise FileNotFoundError(f"spec file {str(p)!r} does not exist")
     try:

@@ -3,8 +3,8 @@
 One module per stage: ``spec`` (fields, validation, TOML), ``configurations`` (FP and efficient models, IEC
 settings, nominal NFE), ``runs`` (sampling runs, local errors, growth labels), ``quality`` (FD/KID, PSNR/SSIM),
 ``theorem_checks`` (Jacobian estimates, T1/T1m/T4-form checks), ``tables`` (JSON/markdown output),
-``driver`` (``run_real_spec``), ``progress`` (its per-row checkpoints: an interrupted run resumes) and ``sharded`` (the per-sample part of every row in mergeable shards). The
-public names are re-exported here.
+``driver`` (``run_real_spec``), ``progress`` (its per-row checkpoints: an interrupted run resumes) and
+``sharded`` (the per-sample part of every row in mergeable shards). The public names are re-exported here.
 
 A spec is a TOML file with a top-level ``kind = "real"`` (experiments/real_quick.toml, real_full.toml);
 ``run_real_spec(path, out_dir, model_dir)`` runs it (``iec real-eval SPEC.toml``, and ``iec run`` once it

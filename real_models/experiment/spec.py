@@ -150,9 +150,9 @@ def _str(v: Any, where: str, choices: Sequence[str] | None = None) -> str:
 def validate_real_spec(raw: dict, path: str | None = None) -> RealSpec:
     """Validate a parsed spec completely; every error is a ConfigError naming the field."""
     require(isinstance(raw, dict), "spec: must be a table")
-    _unknown(raw, TOP_KEYS, "")
-    require("kind" in raw, "kind: required; real-model specs set kind = \"real\"")
+    require("kind" in raw, "kind: required; real-model specs set kind = \"real\" (a toy spec runs with iec run)")
     require(raw["kind"] == "real", f"kind: must be \"real\" for a real-model spec, got {raw['kind']!r}")
+    _unknown(raw, TOP_KEYS, "")
     require("name" in raw, "name: required")
     name = _str(raw["name"], "name")
     require(bool(name) and all(ch.isalnum() or ch in "-_." for ch in name),
