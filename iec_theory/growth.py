@@ -90,7 +90,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import require
+from .errors import ConfigError, require
 
 __all__ = [
     "F_ALPHA",
@@ -193,11 +193,39 @@ class GrowthResult:
     flags: list[str] = field(default_factory=list)
 
 
+def _series(x: Any, name: str) -> np.ndarray:
+    """x as a 1-D float64 array: a sequence of real numbers (a row or column vector is accepted); anything else
+    (a matrix, strings, complex numbers, None, booleans, a mapping) is a ConfigError naming `name`."""
+    if isinstance(x, (str, bytes, dict)) or hasattr(x, "keys"):
+        raise ConfigError(f"{name} must be a 1-D sequence of real numbers, got {type(x).__name__}")
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError, RuntimeError) as exc:     # ragged nesting; a tensor that needs grad
+        raise ConfigError(f"{name} must be a 1-D sequence of real numbers ({exc})") from exc
+    require(sum(d > 1 for d in a.shape) <= 1, f"{name} must be 1-D (a row or column vector), got shape {a.shape}")
+    if a.dtype.kind == "O":
+        flat = a.reshape(-1)
+        bad = next((i for i, v in enumerate(flat)
+                    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))), None)
+        if bad is not None:
+            raise ConfigError(f"{name} must hold real numbers; element {bad} is {flat[bad]!r}")
+    else:
+        require(a.dtype.kind in "iuf", f"{name} must hold real numbers, got dtype {a.dtype} "
+                                      f"({'complex' if a.dtype.kind == 'c' else 'not numeric'})")
+    return a.astype(np.float64).reshape(-1)
+
+
 def ratio_series(errors, local_errors, dsigmas) -> np.ndarray:
-    """R_n = E_n / (E_0 + sum dsig_m eta_m) (see the module docstring for the summation range)."""
-    E = np.asarray(errors, dtype=np.float64).reshape(-1)
-    eta = np.asarray(local_errors, dtype=np.float64).reshape(-1)
-    ds = np.asarray(dsigmas, dtype=np.float64).reshape(-1)
+    """R_n = E_n / (E_0 + sum dsig_m eta_m) (see the module docstring for the summation range).
+
+    The local errors are norms: NaN or a negative value is a ConfigError (+inf, an overflow, is kept);
+    the step sizes must be finite."""
+    E = _series(errors, "errors")
+    eta = _series(local_errors, "local_errors")
+    ds = _series(dsigmas, "dsigmas")
+    require(not bool(np.any(np.isnan(eta))), "local_errors contain NaN")
+    require(bool(np.all(eta >= 0)), "local_errors must be >= 0 (they are norms)")
+    require(bool(np.all(np.isfinite(ds))), "dsigmas must be finite")
     require(eta.size == ds.size, f"local_errors ({eta.size}) and dsigmas ({ds.size}) must have the same length")
     require(eta.size in (E.size, E.size - 1), f"local errors must have length T or T+1 for {E.size} errors")
     inc = np.cumsum(ds * eta)
@@ -430,7 +458,7 @@ def classify(errors, local_errors=None, dsigmas=None, *, kappa_exp: float = KAPP
     The label is decided on E.  `local_errors` (eta_m) with `dsigmas` (dsig_m) add the diagnostic ratio
     R_n (`label_R`, `fit["R_max"]`, `R`); they never change `label`.
     """
-    E = np.asarray(errors, dtype=np.float64).reshape(-1)
+    E = _series(errors, "errors")
     require(E.size >= 2, f"need at least 2 error values, got {E.size}")
     require(not bool(np.any(np.isnan(E))), "errors contain NaN: cannot classify (a NaN is not an overflow)")
     require(bool(np.all(E >= 0)), "errors must be >= 0")

@@ -311,3 +311,28 @@ def test_bad_input_rejected() -> None:
         classify([0.0, 1.0, 2.0], [1.0], [1.0])
     with pytest.raises(ConfigError):
         classify([0.0, 1.0, 2.0], [1.0, 1.0], None)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.ones((3, 3)), "1-D"), (["1", "2", "3"], "real numbers"), ("12345", "real numbers"),
+    (np.array([1 + 1j, 2, 3]), "complex"), (np.array([1.0, None, 3.0], dtype=object), "element 1 is None"),
+    ([True, False, True], "real numbers"), ({"a": 1.0}, "got dict"), ([[1.0, 2.0], [3.0]], "1-D sequence"),
+])
+def test_malformed_curves_are_named_not_coerced(bad, match) -> None:
+    """A matrix, text, complex numbers, None or booleans are not an error curve: one ConfigError that says so
+    (they used to be flattened or cast, e.g. a 3x3 matrix classified as a 9-step 'linear' curve)."""
+    with pytest.raises(ConfigError, match=match):
+        classify(bad)
+
+
+def test_local_errors_must_be_norms() -> None:
+    """eta are norms and dsig step sizes: NaN or negative eta and non-finite dsig are refused (they used to
+    give a silent R); an overflowed eta (+inf) is kept."""
+    E = np.arange(21.0)
+    for eta, ds, match in (([-1.0] * 20, [1.0] * 20, ">= 0"), ([np.nan] * 20, [1.0] * 20, "NaN"),
+                           ([1.0] * 20, [np.nan] * 20, "dsigmas must be finite"),
+                           ([1.0] * 20, [np.inf] * 20, "dsigmas must be finite")):
+        with pytest.raises(ConfigError, match=match):
+            classify(E, eta, ds)
+    assert classify(E, [np.inf] * 20, [1.0] * 20).label == "linear"
+    assert classify(np.arange(21.0).reshape(-1, 1)).label == "linear"      # a column vector is a curve
