@@ -157,6 +157,10 @@ MUTANTS: tuple[Mutant, ...] = (
     M("growth_geo_needs_cap", "iec_theory/growth.py", "(kappa >= kappa_exp) & ((f[\"rss_g\"] <= f[\"rss_p\"] + floor)",
       "(kappa >= kappa_exp) & (kappa <= 60.0) & ((f[\"rss_g\"] <= f[\"rss_p\"] + floor)",
       "an exponent cap: very fast curves fall through to linear"),
+    M("growth_flattens_matrices", "iec_theory/growth.py", "require(sum(d > 1 for d in a.shape) <= 1,",
+      "require(True or sum(d > 1 for d in a.shape) <= 1,", "a matrix is flattened into one error curve"),
+    M("growth_negative_local_errors", "iec_theory/growth.py", "require(bool(np.all(eta >= 0)),",
+      "require(True or bool(np.all(eta >= 0)),", "negative local errors accepted into R"),
 )
 
 
