@@ -260,6 +260,8 @@ def test_interrupted_run_resumes_at_its_first_unfinished_row(tiny_results, tiny_
     full = json.loads((tiny_results / "results.json").read_text())
     resumed = json.loads((out / "results.json").read_text())
     assert resumed["resumed"]["rows_restored"] == calls and full["resumed"] is None
+    assert set(resumed["resumed"]["git_commits"]) == set(calls)
+    assert all(c == resumed["provenance"]["git_commit"] for c in resumed["resumed"]["git_commits"].values())
     assert _stable(resumed) == _stable(full)
     assert set(resumed["quant_reports"]) == {"W4A8"} and set(resumed["references"]) == set(full["references"])
     a, b = np.load(tiny_results / "arrays.npz"), np.load(out / "arrays.npz")

@@ -23,7 +23,8 @@ def _script():
 def _folder(tmp_path: Path) -> Path:
     src = tmp_path / "results" / "real_x-12345678"
     src.mkdir(parents=True)
-    (src / "results.json").write_text(json.dumps({"kind": "real", "spec_hash": "ab" * 32, "rows": []}))
+    (src / "results.json").write_text(json.dumps({"kind": "real", "spec_hash": "ab" * 32, "rows": [],
+                                                  "model": {"dir": str(ROOT / "real_models" / "weights" / "m")}}))
     (src / "table.md").write_text("# t\n")
     np.savez_compressed(src / "arrays.npz", **{"FP/propagated_xbar": np.arange(101.0),
                                                "FP/x0": np.zeros((256, 3, 32, 32), np.float32),
@@ -36,13 +37,14 @@ def test_publish_keeps_curves_leaves_out_images_and_records_it(tmp_path):
     src = _folder(tmp_path)
     dest = pub.publish(src, tmp_path / "evidence")
     assert sorted(p.name for p in dest.iterdir()) == ["PUBLISHED.json", "arrays.npz", "results.json", "table.md"]
-    assert (dest / "results.json").read_bytes() == (src / "results.json").read_bytes()
+    assert json.loads((dest / "results.json").read_text())["model"]["dir"] == "real_models/weights/m"
     with np.load(dest / "arrays.npz", allow_pickle=False) as z:
         assert z.files == ["FP/propagated_xbar"] and np.array_equal(z["FP/propagated_xbar"], np.arange(101.0))
     rec = json.loads((dest / "PUBLISHED.json").read_text())
     assert rec["arrays_left_out"] == {"FP/x0": [256, 3, 32, 32], "x_T": [256, 3, 32, 32]}
     assert rec["spec_hash"] == "ab" * 32 and set(rec["files"]) == {"arrays.npz", "results.json", "table.md"}
     assert not Path(rec["source"]).is_absolute()
+    assert rec["absolute_paths_made_relative"] == {"results.json": 1, "table.md": 0}
 
 
 def test_publish_never_overwrites_a_folder_it_did_not_write(tmp_path):

@@ -64,9 +64,10 @@ def run_real_spec(path: str | Path | RealSpec, out_dir: str | Path | None = None
                   model_dir: str | Path | None = None, quiet: bool = False) -> Path:
     """Run a real-model spec and write its results folder (layout in the module docstring); return the folder."""
     from iec_theory.measure import error_curve, state_abars
-    from iec_theory.provenance import provenance
+    from iec_theory.provenance import provenance, repo_relative
 
     spec = path if isinstance(path, RealSpec) else load_real_spec(path)
+    prov = provenance(seed=spec.seed, spec_hash=spec.hash)     # at the start: the code that runs, not the end's
     if model_dir is not None:
         check_memory(spec, model_dir)       # the spec was checked against its own model.dir
     if out_dir is None:
@@ -89,6 +90,7 @@ def run_real_spec(path: str | Path | RealSpec, out_dir: str | Path | None = None
     done = progress.open()
     if done:
         log(f"resuming from {progress.dir}: {len(done)} finished rows restored")
+    restored_commits: dict[str, Any] = {}
     cfg = models.unet.config
     shape = (int(cfg.in_channels), int(cfg.sample_size), int(cfg.sample_size))
     g = torch.Generator().manual_seed(spec.seed)
@@ -155,6 +157,7 @@ def run_real_spec(path: str | Path | RealSpec, out_dir: str | Path | None = None
             saved_corr.update(rec["cache_corrections"])
             timings[label] = rec["seconds"]
             restored.append(label)
+            restored_commits[label] = rec.get("git_commit")
             continue
         t0 = time.perf_counter()
         n_checks = len(checks)
@@ -231,7 +234,7 @@ def run_real_spec(path: str | Path | RealSpec, out_dir: str | Path | None = None
                       reference={str(rkey): {"NFE": ref.traj.nfe, "wall_s": ref.wall_s, "cpu_s": ref.cpu_s}},
                       quant_reports={c.quant: _quant_report(models, c.quant)} if c.quant != "none" else {},
                       cache_corrections={str(c.cache): _correction_record(models, c.cache)}
-                      if c.correction else {})
+                      if c.correction else {}, git_commit=prov["git_commit"])
         log(f"{label}: NFE {traj.nfe}, sampling {pert.wall_s:.1f}s, row {timings[label]:.1f}s, "
             f"prop {row['propagated_xbar']:.3g}, dep {row['deployment_xbar']:.3g}, growth {g_prop['label']} "
             f"(batches {by_batch['propagated']['share']}){_fd_text(quality)}")
@@ -267,7 +270,8 @@ def run_real_spec(path: str | Path | RealSpec, out_dir: str | Path | None = None
             files["grid_rows"] = spec.grid["rows"]
     np.savez_compressed(out / "arrays.npz", **arrays)
     (out / "table.md").write_text(
-        f"# {spec.name}\n\n{spec.description.strip()}\n\nModel: {models.model_dir}; T = {spec.T}, batch = {B}, "
+        f"# {spec.name}\n\n{spec.description.strip()}\n\nModel: {repo_relative(models.model_dir)}; T = {spec.T}, "
+        f"batch = {B}, "
         f"eta = {spec.eta}, IEC preset {spec.iec_preset}. FD/KID_cifarnet are in the project classifier's "
         f"feature space (not Inception FID), biased for small batches, with {100 * spec.metrics['level']:g}% "
         f"percentile-bootstrap intervals (B = {spec.metrics['bootstrap']}, seed {spec.seed}); the real-data row is "
@@ -286,7 +290,7 @@ def run_real_spec(path: str | Path | RealSpec, out_dir: str | Path | None = None
     result = {
         "kind": "real", "name": spec.name, "description": spec.description, "spec": spec.raw, "spec_path": spec.path,
         "spec_hash": spec.hash,
-        "model": {"dir": str(models.model_dir), "dir_from_command_line": model_dir is not None,
+        "model": {"dir": repo_relative(models.model_dir), "dir_from_command_line": model_dir is not None,
                   "weights_sha256": weights_sha256(models.model_dir),
                   "num_parameters": sum(p.numel() for p in models.unet.parameters()),
                   "config": {k: v for k, v in dict(cfg).items() if not k.startswith("_")},
@@ -308,9 +312,11 @@ def run_real_spec(path: str | Path | RealSpec, out_dir: str | Path | None = None
                        **{str(k): {"NFE": v.traj.nfe, "wall_s": v.wall_s, "cpu_s": v.cpu_s} for k, v in refs.items()}},
         "timings_s": {**timings, "total": time.perf_counter() - t_start,
                       "total_cpu": time.process_time() - c_start}, "files": files,
-        "resumed": {"rows_restored": restored,
+        "resumed": {"rows_restored": restored, "git_commits": restored_commits,
                     "note": "rows restored from progress/ checkpoints of an interrupted run of the same spec and "
-                            "weights; timings_s.total and total_cpu count this process only"} if restored else None,
+                            "weights; git_commits: the commit each restored row was computed at (provenance: this "
+                            "process's, taken at its start); timings_s.total and total_cpu count this process only"}
+        if restored else None,
         "notes": [
             "FP rows are their own references: their propagated error is zero by construction.",
             "wall_s / cpu_s: sampling time of the row alone (wall clock / process CPU time; threads as in "
@@ -324,7 +330,7 @@ def run_real_spec(path: str | Path | RealSpec, out_dir: str | Path | None = None
             "Jacobian and theorem-check constants are estimates (point estimates at FP DDIM states).",
             "DDIM<nfe> rows use the nominal NFE of the model's IEC row (no early stops).",
         ],
-        "provenance": provenance(seed=spec.seed, spec_hash=spec.hash),
+        "provenance": prov,
     }
     (out / "results.json").write_text(json.dumps(_jsonable(result), indent=2))
     progress.finish()
