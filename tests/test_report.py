@@ -430,13 +430,23 @@ def test_page1_real_adds_one_traced_sentence_per_other_real_run(tmp_path):
     q = {r["label"]: r["quality"] for r in doc["rows"]}
     q["W4A8+IEC"].update(FD_cifarnet=20.0, FD_cifarnet_ci=[19.0, 21.0], FD_cifarnet_not_distinguishable_from=[])
     q["W4A8"]["FD_cifarnet_not_distinguishable_from"] = []
+    # "cache10" and "cache10+affine" share the model field (it omits the correction): IEC on the corrected
+    # cache must be compared with the corrected cache (4.8 -> 5.0, higher), not with plain cache10 (6.0)
+    for label, scheme, prop in (("cache10", "ddim", 6.0), ("cache10+affine", "ddim", 4.8),
+                                ("cache10+affine+IEC", "iec", 5.0)):
+        doc["rows"].append({"label": label, "scheme": scheme, "iec": {"name": "official_ddpm"} if scheme == "iec"
+                            else None, "model": {"quant": "none", "cache": 10}, "NFE": 100, "propagated_xbar": prop,
+                            "growth_propagated": {"label": "linear"},
+                            "quality": {"FD_cifarnet": 10.0, "FD_cifarnet_ci": [9.0, 11.0],
+                                        "FD_cifarnet_not_distinguishable_from": ["cache10", "cache10+affine",
+                                                                                 "cache10+affine+IEC"]}})
     (full / "results.json").write_text(json.dumps(doc))
     ctx = Context(profile=PROFILES["ci"], seed=0, build_dir=tmp_path, results_dirs=(tmp_path / "results",))
     text = _norm(re.sub(r"\\(.)", r"\1", real_answer(ctx, None)))
     assert text.startswith(_norm("Real network (real_quick:")), text
-    assert _norm("Also real_full (T = 100, 8 images): 4 of 4 configurations with a propagated error grow at most "
-                 "linearly; FD of X+IEC against X: not distinguishable in 1, higher (worse) in 0, lower (better) "
-                 "in 1 of 2 pairs; IEC lowers the final propagated error in 1 of 1.") in text, text
+    assert _norm("Also real_full (T = 100 DDIM steps, 8 images): 7 of 7 configurations with a propagated error grow "
+                 "at most linearly; FD of X+IEC vs X not distinguishable in 2 of 3 pairs (IEC worse in 0, better "
+                 "in 1); IEC lowers the propagated error in 1 of 2.") in text, text
     assert _norm(f"results/real_full-{full_spec.hash[:8]}/results.json") in text
     for fact in ctx.facts:
         if fact.pointer:

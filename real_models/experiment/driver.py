@@ -200,7 +200,8 @@ def run_real_spec(path: str | Path | RealSpec, out_dir: str | Path | None = None
         finals[label] = x0
         quality = _quality(x0, ref_plain.traj.x0.cpu(), spec, extractor)
         selected = sorted(iec.select.resolve(ts)) if iec is not None else []
-        row = {"label": label, "model": {"quant": c.quant, "cache": c.cache}, "scheme": method,
+        row = {"label": label, "config": c.name,
+               "model": {"quant": c.quant, "cache": c.cache, "correction": bool(c.correction)}, "scheme": method,
                "iec": None if iec is None else {"name": iec.name, "K": iec.K, "lambdas": list(iec.lambdas),
                                                 "tol": iec.tol, "noise": iec.noise, "steps": selected},
                "NFE": int(traj.nfe), "NFE_nominal": _nominal_nfe(method, spec, iec, nfe_target),

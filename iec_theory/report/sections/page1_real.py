@@ -10,6 +10,7 @@ goes through ctx.fact with its JSON pointer into that file or a note saying how 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,8 @@ def other_real_lines(ctx) -> tuple[str, list[str]]:
         f, rows, st = str(path), doc.get("rows") or [], doc.get("settings") or {}
         grown = [r for r in rows if (r.get("growth_propagated") or {}).get("label") not in (None, "zero")]
         n_lin = sum(1 for r in grown if r["growth_propagated"]["label"] == "linear")
-        s = (tu.text(f"Also {doc.get('name')} (T = ") + ctx.fact(st.get("T"), f, ("settings", "T"))
-             + tu.text(", ") + ctx.fact(st.get("batch"), f, ("settings", "batch")) + tu.text(" images): ")
+        s = (tu.text(f"Also {doc.get('name')} (") + _steps(ctx, st, f) + tu.text(", ")
+             + ctx.fact(st.get("batch"), f, ("settings", "batch")) + tu.text(" images): ")
              + ctx.fact(n_lin, f, note="rows whose growth_propagated.label is linear") + tu.text(" of ")
              + ctx.fact(len(grown), f, note="rows with a nonzero propagated error")
              + tu.text(" configurations with a propagated error grow at most linearly"))
@@ -78,14 +79,14 @@ def other_real_lines(ctx) -> tuple[str, list[str]]:
             sep = [(i, j) for i, j in pairs if (i, j) not in indist]
             up = sum(1 for i, j in sep if _quality(rows[j], "FD_cifarnet") > _quality(rows[i], "FD_cifarnet"))
             note = "X / X+IEC pairs with FD intervals; overlap = not distinguishable, else the sign of the difference"
-            s += (tu.text("; FD of X+IEC against X: not distinguishable in ") + ctx.fact(len(indist), f, note=note)
-                  + tu.text(", higher (worse) in ") + ctx.fact(up, f, note=note) + tu.text(", lower (better) in ")
-                  + ctx.fact(len(sep) - up, f, note=note) + tu.text(" of ") + ctx.fact(len(pairs), f, note=note)
-                  + tu.text(" pairs"))
+            s += (tu.text("; FD of X+IEC vs X not distinguishable in ") + ctx.fact(len(indist), f, note=note)
+                  + tu.text(" of ") + ctx.fact(len(pairs), f, note=note) + tu.text(" pairs (IEC worse in ")
+                  + ctx.fact(up, f, note=note) + tu.text(", better in ") + ctx.fact(len(sep) - up, f, note=note)
+                  + tu.text(")"))
         dprop = [(rows[j].get("propagated_xbar"), rows[i].get("propagated_xbar")) for i, j in _pairs(rows)]
         dprop = [(a, b) for a, b in dprop if a is not None and b is not None and b > 0]
         if dprop:
-            s += (tu.text("; IEC lowers the final propagated error in ")
+            s += (tu.text("; IEC lowers the propagated error in ")
                   + ctx.fact(sum(1 for a, b in dprop if a < b), f,
                              note="pairs with propagated_xbar of X+IEC below X (X with a nonzero one)")
                   + tu.text(" of ") + ctx.fact(len(dprop), f, note="pairs whose X row has a nonzero propagated_xbar"))
@@ -98,6 +99,27 @@ def _quality(row: dict, key: str):
     return (row.get("quality") or {}).get(key)
 
 
+_SCHEME_SUFFIX = re.compile(r"\+(IEC|DDIM\d+|Heun)$")
+
+
+def _steps(ctx, st: dict, f: str, lead: bool = True) -> str:
+    """'T = 100 quad steps, 96 distinct' when the spacing repeats timesteps (quad at T = 100), else 'T = 8 DDIM
+    steps'; every number traced to settings."""
+    t, req = st.get("T"), st.get("T_requested")
+    head = tu.text("T = ") if lead else ""
+    if req is not None and req != t:
+        return (head + ctx.fact(req, f, ("settings", "T_requested")) + tu.text(f" {st.get('spacing', '')} steps, ")
+                + ctx.fact(t, f, ("settings", "T")) + tu.text(" distinct"))
+    return head + ctx.fact(t, f, ("settings", "T")) + tu.text(" DDIM steps")
+
+
+def _config_of(row: dict) -> str:
+    """The efficient-model configuration a row ran on: its ``config`` field, else its label without the
+    scheme suffix (+IEC, +DDIM<nfe>, +Heun). The ``model`` field alone is not enough: it omits the cache
+    correction, so "cache10" and "cache10+affine" share it."""
+    return str(row.get("config") or _SCHEME_SUFFIX.sub("", str(row.get("label", ""))))
+
+
 def _pairs(rows: list[dict]) -> list[tuple[int, int]]:
     """(index of plain DDIM row, index of its IEC row) for every model configuration that has both."""
     out = []
@@ -105,7 +127,7 @@ def _pairs(rows: list[dict]) -> list[tuple[int, int]]:
         if not r.get("iec"):
             continue
         for i, p in enumerate(rows):
-            if p.get("scheme") == "ddim" and not p.get("iec") and p.get("model") == r.get("model"):
+            if p.get("scheme") == "ddim" and not p.get("iec") and _config_of(p) == _config_of(r):
                 out.append((i, j))
                 break
     return out
@@ -114,7 +136,7 @@ def _pairs(rows: list[dict]) -> list[tuple[int, int]]:
 def real_answer(ctx, evidence: str | None) -> str:
     """The growth and quality answer on the real network (plus the evidence chapter's line when present)."""
     found = find_real_results(ctx)
-    ev = tu.text("On the paper's own ground (evidence chapter): ") + evidence + "\n\n" if evidence else ""
+    ev = tu.text("Evidence chapter. ") + evidence + "\n\n" if evidence else ""
     if found is None:
         return (tu.text("No real-network results folder was found in this run (iec real-eval "
                         "experiments/real_quick.toml writes one; iec report runs it by default at the quick and "
@@ -126,7 +148,7 @@ def real_answer(ctx, evidence: str | None) -> str:
     st = doc.get("settings") or {}
     out = []
     head = (tu.text(f"Real network ({doc.get('name')}: the committed small CIFAR-10 DDPM, T = ")
-            + ctx.fact(st.get("T"), f, ("settings", "T")) + tu.text(" DDIM steps, ")
+            + _steps(ctx, st, f, lead=False) + tu.text(", ")
             + ctx.fact(st.get("batch"), f, ("settings", "batch")) + tu.text(" images, IEC preset ")
             + tu.text(str(st.get("iec_preset"))) + tu.text(").") + " ")
     grown = [(i, r) for i, r in enumerate(rows)
@@ -239,8 +261,9 @@ def real_equal_compute(ctx) -> str:
     base = [(i, r) for i, r in enumerate(rows) if r.get("scheme") in BASELINE_WORDS]
     if not base:
         return ""
-    model = base[0][1].get("model")
-    iec = next(((i, r) for i, r in enumerate(rows) if r.get("iec") and r.get("model") == model), None)
+    config = _config_of(base[0][1])
+    base = [(i, r) for i, r in base if _config_of(r) == config]
+    iec = next(((i, r) for i, r in enumerate(rows) if r.get("iec") and _config_of(r) == config), None)
     if iec is None:
         return ""
     parts = []
@@ -266,12 +289,12 @@ def real_equal_compute(ctx) -> str:
         verdict = (("FD bootstrap intervals of IEC and " + ", ".join(same) + " overlap: not distinguishable "
                     "at this sample size, not ranked") if same else
                    "the FD bootstrap intervals do not overlap: compare the values above")
-        return (tu.text(f"Real network at equal NFE ({model.get('quant')} model): ") + "; ".join(parts)
+        return (tu.text(f"Real network at equal NFE ({config} model): ") + "; ".join(parts)
                 + tu.text(f"; {verdict}.") + "\n\n")
     kids = [(_quality(r, "KID_cifarnet"), _quality(r, "KID_cifarnet_std")) for _, r in [iec] + base]
     spread = max(k for k, _ in kids) - min(k for k, _ in kids)
     noise = min(s for _, s in kids if s is not None) if any(s is not None for _, s in kids) else None
     verdict = ("the KID differences are within one standard deviation: no ranking at this sample size"
                if noise is not None and spread < noise else "compare with care: a small sample")
-    return (tu.text(f"Real network at equal NFE ({model.get('quant')} model): ") + "; ".join(parts)
+    return (tu.text(f"Real network at equal NFE ({config} model): ") + "; ".join(parts)
             + tu.text(f"; {verdict}.") + "\n\n")
