@@ -2,7 +2,8 @@
 
 numpy and torch scalars and arrays become Python numbers and lists, mapping keys become strings,
 and non-finite floats become either their string ("inf", "-inf", "nan"; readers such as
-`iec_theory.report.facts` parse them back) or null, by the caller's file convention. Anything
+`iec_theory.report.facts` parse them back), null, or stay floats ("keep": Python's json writes NaN and
+Infinity and reads them back; for the project's own checkpoints), by the caller's file convention. Anything
 else that is not a number becomes its `str`.
 """
 
@@ -15,15 +16,15 @@ __all__ = ["json_safe"]
 
 
 def _float(f: float, nonfinite: str) -> float | str | None:
-    if math.isfinite(f):
+    if math.isfinite(f) or nonfinite == "keep":
         return f
     return str(f) if nonfinite == "string" else None
 
 
-def json_safe(x: Any, nonfinite: Literal["string", "null"] = "string") -> Any:
-    """A JSON-serialisable copy of `x`; non-finite floats become strings or None (`nonfinite`)."""
-    if nonfinite not in ("string", "null"):
-        raise ValueError(f"nonfinite must be 'string' or 'null', got {nonfinite!r}")
+def json_safe(x: Any, nonfinite: Literal["string", "null", "keep"] = "string") -> Any:
+    """A JSON-serialisable copy of `x`; non-finite floats become strings, None, or stay (`nonfinite`)."""
+    if nonfinite not in ("string", "null", "keep"):
+        raise ValueError(f"nonfinite must be 'string', 'null' or 'keep', got {nonfinite!r}")
     if isinstance(x, dict):
         return {str(k): json_safe(v, nonfinite) for k, v in x.items()}
     if isinstance(x, (list, tuple)):

@@ -32,3 +32,10 @@ def test_nonfinite_follow_the_callers_convention(mode, expect):
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="nonfinite"):
         json_safe(1.0, "zero")
+
+
+def test_keep_mode_round_trips_nonfinite_floats_through_python_json():
+    """'keep' (the project's own checkpoints): NaN and +-inf stay floats and survive json.dumps/loads."""
+    out = json_safe({"a": [math.inf, np.float64(-np.inf), torch.tensor(float("nan"))], "b": np.float32(0.5)}, "keep")
+    back = json.loads(json.dumps(out))
+    assert back["a"][0] == math.inf and back["a"][1] == -math.inf and math.isnan(back["a"][2]) and back["b"] == 0.5

@@ -24,21 +24,9 @@ import numpy as np
 
 from iec_theory.errors import ConfigError
 from iec_theory.fileops import atomic_write_bytes
+from iec_theory.jsonsafe import json_safe
 
 __all__ = ["RowProgress"]
-
-
-def _plain(v: Any) -> Any:
-    """JSON-ready copy that keeps non-finite floats (json writes NaN/Infinity and reads them back)."""
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if v is None or isinstance(v, (str, bool, int, float)):
-        return v
-    if hasattr(v, "tolist"):
-        return _plain(v.tolist())
-    return str(v)
 
 
 class RowProgress:
@@ -46,7 +34,7 @@ class RowProgress:
 
     def __init__(self, out: Path, meta: dict[str, Any]):
         self.dir = Path(out) / "progress"
-        self.meta = _plain(meta)
+        self.meta = json_safe(meta, "keep")
 
     def open(self) -> dict[int, dict[str, Any]]:
         """Check (or write) meta.json and return the finished rows by index; raise ConfigError when the folder
@@ -81,7 +69,7 @@ class RowProgress:
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(stem.with_suffix(".npz"), buf.getvalue())
-        doc = {"index": index, "label": label, **_plain(record)}
+        doc = {"index": index, "label": label, **json_safe(record, "keep")}
         atomic_write_bytes(stem.with_suffix(".json"), json.dumps(doc).encode())
 
     def finish(self) -> None:
