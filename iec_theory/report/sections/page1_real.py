@@ -17,6 +17,8 @@ from typing import Any
 from .. import typst_util as tu
 from ..builder import NotAvailable
 
+_LOWER_NOTE = "pairs with propagated_xbar of X+IEC below X (X with a nonzero one)"
+_PROP_NOTE = "pairs whose X row has a nonzero propagated_xbar"
 BASELINE_WORDS = {"ddim_matched": "DDIM with as many steps as IEC's NFE", "heun": "Heun"}
 
 
@@ -73,23 +75,17 @@ def other_real_lines(ctx) -> tuple[str, list[str]]:
              + tu.text(" configurations with a propagated error grow at most linearly"))
         pairs = [(i, j) for i, j in _pairs(rows)
                  if _quality(rows[i], "FD_cifarnet_ci") is not None and _quality(rows[j], "FD_cifarnet_ci") is not None]
+        n = _pair_counts(rows, pairs)
         if pairs:
-            indist = [(i, j) for i, j in pairs
-                      if str(rows[j].get("label")) in (_quality(rows[i], "FD_cifarnet_not_distinguishable_from") or [])]
-            sep = [(i, j) for i, j in pairs if (i, j) not in indist]
-            up = sum(1 for i, j in sep if _quality(rows[j], "FD_cifarnet") > _quality(rows[i], "FD_cifarnet"))
             note = "X / X+IEC pairs with FD intervals; overlap = not distinguishable, else the sign of the difference"
-            s += (tu.text("; FD of X+IEC vs X not distinguishable in ") + ctx.fact(len(indist), f, note=note)
+            s += (tu.text("; FD of X+IEC vs X not distinguishable in ") + ctx.fact(n["indist"], f, note=note)
                   + tu.text(" of ") + ctx.fact(len(pairs), f, note=note) + tu.text(" pairs (IEC worse in ")
-                  + ctx.fact(up, f, note=note) + tu.text(", better in ") + ctx.fact(len(sep) - up, f, note=note)
+                  + ctx.fact(n["worse"], f, note=note) + tu.text(", better in ") + ctx.fact(n["better"], f, note=note)
                   + tu.text(")"))
-        dprop = [(rows[j].get("propagated_xbar"), rows[i].get("propagated_xbar")) for i, j in _pairs(rows)]
-        dprop = [(a, b) for a, b in dprop if a is not None and b is not None and b > 0]
-        if dprop:
+        if n["prop"]:
             s += (tu.text("; IEC lowers the propagated error in ")
-                  + ctx.fact(sum(1 for a, b in dprop if a < b), f,
-                             note="pairs with propagated_xbar of X+IEC below X (X with a nonzero one)")
-                  + tu.text(" of ") + ctx.fact(len(dprop), f, note="pairs whose X row has a nonzero propagated_xbar"))
+                  + ctx.fact(n["prop_lower"], f, note=_LOWER_NOTE)
+                  + tu.text(" of ") + ctx.fact(n["prop"], f, note=_PROP_NOTE))
         out.append(s + tu.text(".") + " ")
         files.append(f)
     return "".join(out), files
@@ -97,6 +93,20 @@ def other_real_lines(ctx) -> tuple[str, list[str]]:
 
 def _quality(row: dict, key: str):
     return (row.get("quality") or {}).get(key)
+
+
+def _pair_counts(rows: list[dict], pairs: list[tuple[int, int]]) -> dict[str, int]:
+    """What page 1 counts over (X, X+IEC) pairs: FD intervals overlapping (``indist``) or not (``sep``, split
+    into IEC ``worse`` / ``better``), and pairs with a nonzero X propagated error (``prop``) where IEC's is lower
+    (``prop_lower``)."""
+    indist = [(i, j) for i, j in pairs
+              if str(rows[j].get("label")) in (_quality(rows[i], "FD_cifarnet_not_distinguishable_from") or [])]
+    sep = [(i, j) for i, j in pairs if (i, j) not in indist]
+    worse = sum(1 for i, j in sep if _quality(rows[j], "FD_cifarnet") > _quality(rows[i], "FD_cifarnet"))
+    dprop = [(rows[j].get("propagated_xbar"), rows[i].get("propagated_xbar")) for i, j in _pairs(rows)]
+    dprop = [(a, b) for a, b in dprop if a is not None and b is not None and b > 0]
+    return {"indist": len(indist), "sep": len(sep), "worse": worse, "better": len(sep) - worse,
+            "prop": len(dprop), "prop_lower": sum(1 for a, b in dprop if a < b)}
 
 
 _SCHEME_SUFFIX = re.compile(r"\+(IEC|DDIM\d+|Heun)$")
@@ -192,8 +202,7 @@ def real_answer(ctx, evidence: str | None) -> str:
                  + tu.text(" (higher, i.e. worse, in ") + ctx.fact(worse, f, note=note) + tu.text(" of ")
                  + ctx.fact(len(pairs), f, note=note) + tu.text(" configurations) and KID by ")
                  + ctx.fact(min(d_kid), f, note=note) + tu.text(" to ") + ctx.fact(max(d_kid), f, note=note))
-            indist = [(i, j) for i, j in pairs
-                      if str(rows[j].get("label")) in (_quality(rows[i], "FD_cifarnet_not_distinguishable_from") or [])]
+            n = _pair_counts(rows, pairs)
             has_ci = all(_quality(rows[k], "FD_cifarnet_ci") is not None for ij in pairs for k in ij)
             if has_ci:
                 cnote = ("pairs whose 95 % bootstrap FD intervals overlap (FD_cifarnet_not_distinguishable_from), "
@@ -201,17 +210,15 @@ def real_answer(ctx, evidence: str | None) -> str:
                 q += (tu.text(". With bootstrap intervals (level in the results file) at ")
                       + ctx.fact(st.get("batch"), f, ("settings", "batch"))
                       + tu.text(" images the FD of X and X+IEC is not distinguishable in ")
-                      + ctx.fact(len(indist), f, note=cnote) + tu.text(" of ") + ctx.fact(len(pairs), f, note=cnote)
+                      + ctx.fact(n["indist"], f, note=cnote) + tu.text(" of ") + ctx.fact(len(pairs), f, note=cnote)
                       + tu.text(" pairs (not ranked)"))
-                sep = [(i, j) for i, j in pairs if (i, j) not in indist]
-                if sep:
+                if n["sep"]:
                     snote = ("pairs with disjoint FD intervals whose X+IEC FD is above (worse) / below (better) "
                              "the X row's")
-                    up = sum(1 for i, j in sep if _quality(rows[j], "FD_cifarnet") > _quality(rows[i], "FD_cifarnet"))
-                    q += (tu.text("; of the ") + ctx.fact(len(sep), f, note=cnote)
+                    q += (tu.text("; of the ") + ctx.fact(n["sep"], f, note=cnote)
                           + tu.text(" distinguishable pairs, IEC's FD is higher (worse) in ")
-                          + ctx.fact(up, f, note=snote) + tu.text(" and lower (better) in ")
-                          + ctx.fact(len(sep) - up, f, note=snote))
+                          + ctx.fact(n["worse"], f, note=snote) + tu.text(" and lower (better) in ")
+                          + ctx.fact(n["better"], f, note=snote))
                 q += tu.text(". ")
             elif stds:
                 smin = min(stds)
@@ -225,12 +232,9 @@ def real_answer(ctx, evidence: str | None) -> str:
                 q += (tu.text("at ") + ctx.fact(st.get("batch"), f, ("settings", "batch"))
                       + tu.text(" images FD and KID are strongly biased and noisy, so these differences are no "
                                 "evidence for IEC, and the direction leans against it.") + " ")
-            dprop = [(rows[j].get("propagated_xbar"), rows[i].get("propagated_xbar")) for i, j in pairs]
-            dprop = [(a, b) for a, b in dprop if a is not None and b is not None and b > 0]
-            lower = sum(1 for a, b in dprop if a < b)
             q += (tu.text("IEC lowers the final propagated error in ")
-                  + ctx.fact(lower, f, note="pairs with propagated_xbar of X+IEC below X (X with a nonzero one)")
-                  + tu.text(" of ") + ctx.fact(len(dprop), f, note="pairs whose X row has a nonzero propagated_xbar")
+                  + ctx.fact(n["prop_lower"], f, note=_LOWER_NOTE)
+                  + tu.text(" of ") + ctx.fact(n["prop"], f, note=_PROP_NOTE)
                   + tu.text(" configurations with a propagated error"))
             if w4 is not None:
                 j = next((jj for ii, jj in pairs if ii == w4[0]), None)
