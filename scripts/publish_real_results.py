@@ -24,15 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
+from iec_theory.provenance import repo_relative
+
 ROOT = Path(__file__).resolve().parents[1]
 KEEP = ("results.json", "table.md", "grid.png")
 
 
 def _rel(p: Path) -> str:
-    try:
-        return str(p.resolve().relative_to(ROOT))
-    except ValueError:
-        return p.name
+    """Repo-relative path (provenance.repo_relative); a path outside the checkout is recorded by its name only."""
+    r = repo_relative(p)
+    return r if not Path(r).is_absolute() else p.name
 
 
 def publish(src: Path, dest_root: Path, max_elements: int = 100_000, replace: bool = False,
